@@ -1,0 +1,84 @@
+"""The write side's service layer: an eventsourcing `Application` over the store.
+
+It loads aggregates for a customer (answering "not found" for another
+customer's, never "forbidden"), saves aggregates and receipts in one
+transaction, and finds the receipt of a command already handled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.utils import Environment
+
+from services.command.domain import (
+    CommandReceipt,
+    Outdial,
+    OutdialNotFound,
+    OutdialTarget,
+    TargetNotFound,
+)
+from shared.store import Store, notification_id_of, parse_store_url, prepare_store
+
+
+class OutdialApplication(Application[UUID]):
+    name = "outdial"
+
+    def __init__(self, store: Store | None = None, env: dict[str, str] | None = None):
+        if store is not None:
+            prepare_store(store)
+            env = {**store.env, **(env or {})}
+        super().__init__(env=env)
+
+    @classmethod
+    def from_url(cls, database_url: str) -> OutdialApplication:
+        return cls(parse_store_url(database_url))
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        # Only the service configures the store: eventsourcing's own environment
+        # variables (PERSISTENCE_MODULE, COMPRESSOR_TOPIC, ...) set by hand in the
+        # process environment must not silently change what is stored or where.
+        return Environment(name, {**type(self).env, **(env or {})})
+
+    def outdial_of(self, customer_id: UUID, outdial_id: UUID) -> Outdial:
+        """The customer's live outdial; another customer's is as good as absent."""
+        try:
+            outdial = self.repository.get(outdial_id)
+        except AggregateNotFoundError:
+            outdial = None
+        if not isinstance(outdial, Outdial) or not outdial.belongs_to(customer_id):
+            raise OutdialNotFound(f"outdial {outdial_id} not found")
+        return outdial
+
+    def target_of(self, customer_id: UUID, outdial_id: UUID, target_id: UUID) -> OutdialTarget:
+        """The customer's live target of a live outdial."""
+        self.outdial_of(customer_id, outdial_id)
+        try:
+            target = self.repository.get(target_id)
+        except AggregateNotFoundError:
+            target = None
+        if not isinstance(target, OutdialTarget) or not target.belongs_to(customer_id, outdial_id):
+            raise TargetNotFound(f"target {target_id} not found")
+        return target
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        return bool(self.recorder.select_events(aggregate_id, limit=1))
+
+    def receipt_of(self, customer_id: UUID, message_id: str) -> CommandReceipt | None:
+        receipt_id = CommandReceipt.create_id(customer_id, message_id)
+        try:
+            receipt = self.repository.get(receipt_id)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(receipt, CommandReceipt)
+        return receipt
+
+    def position_of(self, receipt: CommandReceipt) -> int | None:
+        """Where a receipt stands in the notification log: the position its command
+        reached, since the receipt is always the last event a command saves."""
+        return notification_id_of(self.recorder, receipt.id, 1)
+
+    def position(self) -> int:
+        return self.recorder.max_notification_id() or 0

@@ -1,0 +1,257 @@
+"""One handler per command, and the unit of work that runs them exactly once.
+
+A handler takes its command and the application, applies the rules through the
+aggregates, and returns what changed and what to answer; it saves nothing.
+`handle` wraps every handler the same way:
+
+1. a command whose receipt exists (same customer, same `message_id`) is answered
+   from the receipt and changes nothing;
+2. the handler's aggregates and the new receipt are saved in one transaction;
+3. a save that loses an optimistic-concurrency race is run again from fresh
+   state, so no update is lost and a rule that now refuses (a target already
+   progressing) answers 409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from services.command.application import OutdialApplication
+from services.command.domain import (
+    CommandReceipt,
+    Conflict,
+    DomainError,
+    Outdial,
+    OutdialTarget,
+)
+from shared import shapes
+from shared.commands import (
+    AddTarget,
+    AddTargets,
+    ClaimNextTarget,
+    Command,
+    CreateOutdial,
+    DeleteOutdial,
+    DeleteTarget,
+    MarkTargetProgressing,
+    TargetFields,
+    UpdateOutdial,
+    UpdateOutdialCampaign,
+    UpdateOutdialData,
+    UpdateTargetStatus,
+)
+
+# Racing writers on one aggregate: each retry reloads, so a handful is plenty;
+# past that something is wrong and the command is answered 500 (and retried later).
+MAX_SAVE_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The reply body of CONTRACT 3."""
+
+    status_code: int
+    data: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    position: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"status_code": self.status_code, "error": self.error}
+        return {"status_code": self.status_code, "data": self.data, "position": self.position}
+
+    @classmethod
+    def refused(cls, error: DomainError) -> Reply:
+        return cls(error.status_code, error={"code": error.code, "message": error.message})
+
+
+@dataclass
+class Outcome:
+    """What a handler decided: the reply's data and the aggregates to save."""
+
+    data: dict[str, Any]
+    changed: list[Aggregate] = field(default_factory=list)
+
+
+C = TypeVar("C")
+Handler = Callable[[Any, OutdialApplication], Outcome]
+HANDLERS: dict[type, Handler] = {}
+
+
+def handles(command_type: type[C]) -> Callable[[Callable[[C, OutdialApplication], Outcome]], Any]:
+    def register(handler: Callable[[C, OutdialApplication], Outcome]) -> Any:
+        HANDLERS[command_type] = handler
+        return handler
+
+    return register
+
+
+def _outdial(o: Outdial) -> dict[str, Any]:
+    return shapes.outdial(o, with_customer=True)
+
+
+def _target(t: OutdialTarget) -> dict[str, Any]:
+    return shapes.target(t, with_customer=True)
+
+
+@handles(CreateOutdial)
+def create_outdial(cmd: CreateOutdial, app: OutdialApplication) -> Outcome:
+    if cmd.id is not None and app.exists(cmd.id):
+        raise Conflict("outdial_exists", f"outdial {cmd.id} already exists")
+    outdial = Outdial(
+        id=cmd.id,
+        customer_id=cmd.customer_id,
+        campaign_id=cmd.campaign_id,
+        name=cmd.name,
+        detail=cmd.detail,
+        data=cmd.data,
+    )
+    return Outcome(_outdial(outdial), [outdial])
+
+
+@handles(UpdateOutdial)
+def update_outdial(cmd: UpdateOutdial, app: OutdialApplication) -> Outcome:
+    outdial = app.outdial_of(cmd.customer_id, cmd.outdial_id)
+    outdial.update(name=cmd.name, detail=cmd.detail)
+    return Outcome(_outdial(outdial), [outdial])
+
+
+@handles(UpdateOutdialCampaign)
+def update_outdial_campaign(cmd: UpdateOutdialCampaign, app: OutdialApplication) -> Outcome:
+    outdial = app.outdial_of(cmd.customer_id, cmd.outdial_id)
+    outdial.update_campaign(cmd.campaign_id)
+    return Outcome(_outdial(outdial), [outdial])
+
+
+@handles(UpdateOutdialData)
+def update_outdial_data(cmd: UpdateOutdialData, app: OutdialApplication) -> Outcome:
+    outdial = app.outdial_of(cmd.customer_id, cmd.outdial_id)
+    outdial.update_data(cmd.data)
+    return Outcome(_outdial(outdial), [outdial])
+
+
+@handles(DeleteOutdial)
+def delete_outdial(cmd: DeleteOutdial, app: OutdialApplication) -> Outcome:
+    outdial = app.outdial_of(cmd.customer_id, cmd.outdial_id)
+    outdial.delete()
+    return Outcome(_outdial(outdial), [outdial])
+
+
+def _new_target(cmd: AddTarget | AddTargets, fields: TargetFields) -> OutdialTarget:
+    return OutdialTarget(
+        id=fields.id,
+        customer_id=cmd.customer_id,
+        outdial_id=cmd.outdial_id,
+        name=fields.name,
+        detail=fields.detail,
+        data=fields.data,
+        destinations=[
+            None if d is None else d.model_dump() for d in fields.destinations
+        ],
+    )
+
+
+def _refuse_taken_ids(app: OutdialApplication, fields: list[TargetFields]) -> None:
+    for f in fields:
+        if f.id is not None and app.exists(f.id):
+            raise Conflict("target_exists", f"target {f.id} already exists")
+
+
+@handles(AddTarget)
+def add_target(cmd: AddTarget, app: OutdialApplication) -> Outcome:
+    app.outdial_of(cmd.customer_id, cmd.outdial_id)
+    _refuse_taken_ids(app, [cmd])
+    target = _new_target(cmd, cmd)
+    return Outcome(_target(target), [target])
+
+
+@handles(AddTargets)
+def add_targets(cmd: AddTargets, app: OutdialApplication) -> Outcome:
+    app.outdial_of(cmd.customer_id, cmd.outdial_id)
+    _refuse_taken_ids(app, cmd.targets)
+    targets = [_new_target(cmd, fields) for fields in cmd.targets]
+    return Outcome({"result": [_target(t) for t in targets]}, list(targets))
+
+
+@handles(DeleteTarget)
+def delete_target(cmd: DeleteTarget, app: OutdialApplication) -> Outcome:
+    target = app.target_of(cmd.customer_id, cmd.outdial_id, cmd.target_id)
+    target.delete()
+    return Outcome(_target(target), [target])
+
+
+@handles(MarkTargetProgressing)
+def mark_target_progressing(cmd: MarkTargetProgressing, app: OutdialApplication) -> Outcome:
+    target = app.target_of(cmd.customer_id, cmd.outdial_id, cmd.target_id)
+    target.start_try(cmd.destination_index)
+    return Outcome(_target(target), [target])
+
+
+@handles(UpdateTargetStatus)
+def update_target_status(cmd: UpdateTargetStatus, app: OutdialApplication) -> Outcome:
+    target = app.target_of(cmd.customer_id, cmd.outdial_id, cmd.target_id)
+    target.update_status(cmd.status)
+    return Outcome(_target(target), [target])
+
+
+class NotImplementedYet(DomainError):
+    status_code = 501
+    code = "not_implemented"
+
+
+@handles(ClaimNextTarget)
+def claim_next_target(cmd: ClaimNextTarget, app: OutdialApplication) -> Outcome:
+    raise NotImplementedYet("ClaimNextTarget is not implemented yet")
+
+
+def handle(cmd: Command, message_id: str | None, app: OutdialApplication) -> Reply:
+    """Apply one command exactly once and return its reply (see the module's doc)."""
+    handler = HANDLERS[type(cmd)]
+    for _ in range(MAX_SAVE_ATTEMPTS):
+        if message_id:
+            receipt = app.receipt_of(cmd.customer_id, message_id)
+            if receipt is not None:
+                return _replay(receipt, app)
+        try:
+            outcome = handler(cmd, app)
+            reply = Reply(200, data=outcome.data)
+            changed = outcome.changed
+        except DomainError as refusal:
+            reply = Reply.refused(refusal)
+            changed = []
+        to_save: list[Aggregate] = list(changed)
+        if message_id:
+            # Last, so that its notification id is the command's position.
+            to_save.append(
+                CommandReceipt(
+                    customer_id=cmd.customer_id,
+                    message_id=message_id,
+                    command_type=cmd.type,
+                    status_code=reply.status_code,
+                    data=reply.data,
+                    error=reply.error,
+                )
+            )
+        if not to_save:
+            return reply
+        try:
+            recordings = app.save(*to_save)
+        except IntegrityError:
+            # Another writer got there first: an aggregate moved on, or the same
+            # message is being handled elsewhere. Start over from what is stored.
+            continue
+        if reply.error is not None:
+            return reply
+        return Reply(200, data=reply.data, position=recordings[-1].notification.id)
+    raise RuntimeError(f"{cmd.type} lost {MAX_SAVE_ATTEMPTS} races in a row; giving up")
+
+
+def _replay(receipt: CommandReceipt, app: OutdialApplication) -> Reply:
+    if receipt.error is not None:
+        return Reply(receipt.status_code, error=receipt.error)
+    return Reply(receipt.status_code, data=receipt.data, position=app.position_of(receipt))

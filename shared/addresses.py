@@ -1,0 +1,76 @@
+"""Destination addresses (CONTRACT 1): one pydantic model, validated by its type.
+
+A destination is where a target can be reached: a phone number, a SIP URI, an
+e-mail address, or the UUID of an agent, conference, extension, line or web
+session. The check of `target` depends on `type`, so it lives in one model
+validator rather than in a union of near-identical models.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from uuid import UUID
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationInfo, field_validator
+
+AddressType = Literal[
+    "tel", "sip", "email", "agent", "conference", "extension", "line", "web_session"
+]
+UUID_ADDRESS_TYPES = frozenset({"agent", "conference", "extension", "line", "web_session"})
+
+ShortText = Annotated[str, StringConstraints(max_length=1024)]
+
+# E.164 is at most 15 digits after "+", and never starts with 0. phonenumbers alone
+# would forgive spaces, dashes and extensions; the contract wants the strict form.
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+# user@domain, with an optional port; no spaces, no second "@", no scheme.
+_SIP = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?")
+
+
+def check_target(address_type: str, target: str) -> None:
+    """Raise ValueError unless `target` is a valid address of `address_type`."""
+    if address_type == "tel":
+        if not _E164.fullmatch(target):
+            raise ValueError("a tel target must be E.164: '+' then digits only")
+        try:
+            number = phonenumbers.parse(target, None)
+        except phonenumbers.NumberParseException as e:
+            raise ValueError(f"not a phone number: {e}") from None
+        if not phonenumbers.is_possible_number(number):
+            raise ValueError("not a possible phone number")
+    elif address_type == "sip":
+        if not _SIP.fullmatch(target):
+            raise ValueError("a sip target must be user@domain")
+    elif address_type == "email":
+        try:
+            validate_email(target, check_deliverability=False)
+        except EmailNotValidError as e:
+            raise ValueError(f"not an e-mail address: {e}") from None
+    elif address_type in UUID_ADDRESS_TYPES:
+        try:
+            UUID(target)
+        except ValueError:
+            raise ValueError(f"a {address_type} target must be a UUID") from None
+
+
+class Address(BaseModel):
+    """One destination of a target, in the documented shape."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    type: AddressType
+    target: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    target_name: ShortText = ""
+    name: ShortText = ""
+    detail: ShortText = ""
+
+    @field_validator("target")
+    @classmethod
+    def _target_fits_type(cls, target: str, info: ValidationInfo) -> str:
+        # `type` is validated first (field order); when it is invalid, that is the error.
+        if "type" in info.data:
+            check_target(info.data["type"], target)
+        return target

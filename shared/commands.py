@@ -1,0 +1,244 @@
+"""The commands of CONTRACT 3 as pydantic models, and the one parser for them.
+
+Validation lives here, once: the consumer parses a message body into the
+`Command` union, and a handler only ever sees a command that is well formed.
+Whether it also makes sense against stored state (the outdial exists, the
+target is idle) is the domain's business, not this module's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from shared.addresses import Address
+
+Name = Annotated[str, StringConstraints(max_length=1024)]
+Detail = Annotated[str, StringConstraints(max_length=1024)]
+Data = Annotated[str, StringConstraints(max_length=65536)]
+TryCount = Annotated[int, Field(ge=0, le=1_000_000)]
+DestinationIndex = Annotated[int, Field(ge=0, le=4)]
+
+MAX_TARGETS_PER_COMMAND = 1000
+NO_CAMPAIGN = UUID(int=0)
+
+
+class _Model(BaseModel):
+    # strict: JSON `true` is not an int and `5` is not a string. Unknown keys are
+    # ignored, so a sender may add fields before this service knows them.
+    model_config = ConfigDict(frozen=True, strict=True)
+
+
+class _Command(_Model):
+    customer_id: UUID
+
+
+class TargetFields(_Model):
+    """What describes a target: shared by AddTarget and each item of AddTargets."""
+
+    id: UUID | None = None
+    name: Name
+    detail: Detail
+    data: Data
+    destination_0: Address | None = None
+    destination_1: Address | None = None
+    destination_2: Address | None = None
+    destination_3: Address | None = None
+    destination_4: Address | None = None
+
+    @model_validator(mode="after")
+    def _needs_a_destination(self) -> TargetFields:
+        if not any(self.destinations):
+            raise ValueError("a target needs at least one destination")
+        return self
+
+    @property
+    def destinations(self) -> tuple[Address | None, ...]:
+        return (
+            self.destination_0,
+            self.destination_1,
+            self.destination_2,
+            self.destination_3,
+            self.destination_4,
+        )
+
+
+class CreateOutdial(_Command):
+    type: Literal["CreateOutdial"]
+    id: UUID | None = None
+    campaign_id: UUID = NO_CAMPAIGN
+    name: Name
+    detail: Detail
+    data: Data
+
+
+class UpdateOutdial(_Command):
+    type: Literal["UpdateOutdial"]
+    outdial_id: UUID
+    name: Name
+    detail: Detail
+
+
+class UpdateOutdialCampaign(_Command):
+    type: Literal["UpdateOutdialCampaign"]
+    outdial_id: UUID
+    campaign_id: UUID
+
+
+class UpdateOutdialData(_Command):
+    type: Literal["UpdateOutdialData"]
+    outdial_id: UUID
+    data: Data
+
+
+class DeleteOutdial(_Command):
+    type: Literal["DeleteOutdial"]
+    outdial_id: UUID
+
+
+class AddTarget(_Command, TargetFields):
+    type: Literal["AddTarget"]
+    outdial_id: UUID
+
+
+class AddTargets(_Command):
+    type: Literal["AddTargets"]
+    outdial_id: UUID
+    targets: Annotated[
+        list[TargetFields], Field(min_length=1, max_length=MAX_TARGETS_PER_COMMAND)
+    ]
+
+    @model_validator(mode="after")
+    def _ids_are_unique(self) -> AddTargets:
+        ids = [t.id for t in self.targets if t.id is not None]
+        if len(ids) != len(set(ids)):
+            raise ValueError("two targets of one AddTargets share an id")
+        return self
+
+
+class DeleteTarget(_Command):
+    type: Literal["DeleteTarget"]
+    outdial_id: UUID
+    target_id: UUID
+
+
+class ClaimNextTarget(_Command):
+    type: Literal["ClaimNextTarget"]
+    outdial_id: UUID
+    max_try_count_0: TryCount = 0
+    max_try_count_1: TryCount = 0
+    max_try_count_2: TryCount = 0
+    max_try_count_3: TryCount = 0
+    max_try_count_4: TryCount = 0
+    try_interval_ms: Annotated[int, Field(ge=0)] = 0
+
+    @property
+    def max_try_counts(self) -> tuple[int, int, int, int, int]:
+        return (
+            self.max_try_count_0,
+            self.max_try_count_1,
+            self.max_try_count_2,
+            self.max_try_count_3,
+            self.max_try_count_4,
+        )
+
+
+class MarkTargetProgressing(_Command):
+    type: Literal["MarkTargetProgressing"]
+    outdial_id: UUID
+    target_id: UUID
+    destination_index: DestinationIndex
+
+
+class UpdateTargetStatus(_Command):
+    type: Literal["UpdateTargetStatus"]
+    outdial_id: UUID
+    target_id: UUID
+    status: Literal["idle", "done"]
+
+
+Command = Annotated[
+    CreateOutdial
+    | UpdateOutdial
+    | UpdateOutdialCampaign
+    | UpdateOutdialData
+    | DeleteOutdial
+    | AddTarget
+    | AddTargets
+    | DeleteTarget
+    | ClaimNextTarget
+    | MarkTargetProgressing
+    | UpdateTargetStatus,
+    Field(discriminator="type"),
+]
+
+COMMAND_TYPES: tuple[str, ...] = (
+    "CreateOutdial",
+    "UpdateOutdial",
+    "UpdateOutdialCampaign",
+    "UpdateOutdialData",
+    "DeleteOutdial",
+    "AddTarget",
+    "AddTargets",
+    "DeleteTarget",
+    "ClaimNextTarget",
+    "MarkTargetProgressing",
+    "UpdateTargetStatus",
+)
+
+_command_adapter: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+class InvalidCommand(Exception):
+    """A message that is not a valid command.
+
+    `unparseable` is true when not even the command's type could be read (not
+    JSON, not an object, no known `type`): such messages are dead-lettered, while
+    a known command with bad fields is only answered 400.
+    """
+
+    def __init__(self, message: str, details: list[dict[str, str]], *, unparseable: bool):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.unparseable = unparseable
+
+
+# Errors about the envelope itself, rather than about one field of a known command.
+_ENVELOPE_ERRORS = frozenset(
+    {"json_invalid", "json_type", "dict_type", "model_type", "model_attributes_type",
+     "union_tag_invalid", "union_tag_not_found", "recursion_loop"}
+)
+
+
+def parse_command(body: bytes | str) -> Command:
+    """Parse a message body into a command, or raise InvalidCommand."""
+    try:
+        return _command_adapter.validate_json(body)
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False)
+        details = [_detail(err) for err in errors]
+        unparseable = any(
+            err["type"] in _ENVELOPE_ERRORS and len(err["loc"]) <= 1 for err in errors
+        )
+        summary = "; ".join(f"{d['loc']}: {d['msg']}" if d["loc"] else d["msg"] for d in details)
+        raise InvalidCommand(summary or "invalid command", details, unparseable=unparseable) from None
+
+
+def _detail(error: Any) -> dict[str, str]:
+    loc = list(error["loc"])
+    # The first element of a tagged union's location is the tag ("AddTarget"),
+    # which says nothing the sender does not know; drop it.
+    if loc and loc[0] in COMMAND_TYPES:
+        loc = loc[1:]
+    return {"loc": ".".join(str(part) for part in loc), "msg": str(error["msg"])}

@@ -1,0 +1,144 @@
+"""The event store's adapter: from `OUTDIAL_DATABASE_URL` to eventsourcing's recorders.
+
+eventsourcing chooses its persistence from an environment of settings. This
+module is the one place that builds that environment from the service's own
+URL, so nothing depends on hand-set `PERSISTENCE_MODULE`/`POSTGRES_*` variables.
+
+    sqlite:///./var/outdial.sqlite3         a file, relative to the working dir
+    sqlite:////srv/outdial/outdial.sqlite3  an absolute path
+    postgresql://user:pw@host:5432/db?schema=outdial
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
+
+
+class StoreURLError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Store:
+    kind: Literal["sqlite", "postgres"]
+    env: dict[str, str]
+
+    @property
+    def schema(self) -> str:
+        return self.env.get("POSTGRES_SCHEMA", "public")
+
+
+def parse_store_url(url: str) -> Store:
+    """The eventsourcing environment that `url` describes."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        if parts.netloc or not parts.path.startswith("/") or len(parts.path) < 2:
+            raise StoreURLError(f"expected sqlite:///relative/path or sqlite:////abs/path: {url}")
+        return Store(
+            kind="sqlite",
+            env={
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": parts.path[1:],
+                # Seconds a writer waits for another process's write lock.
+                "SQLITE_LOCK_TIMEOUT": "30",
+            },
+        )
+    if parts.scheme in ("postgresql", "postgres"):
+        query = parse_qs(parts.query)
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname:
+            raise StoreURLError(f"the PostgreSQL URL names no database: {url}")
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": dbname,
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            # Check a pooled connection before use, so a PostgreSQL restart costs
+            # one failed ping rather than one failed command.
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_POOL_SIZE": query.get("pool_size", ["5"])[0],
+        }
+        if "schema" in query:
+            env["POSTGRES_SCHEMA"] = query["schema"][0]
+        return Store(kind="postgres", env=env)
+    raise StoreURLError(f"OUTDIAL_DATABASE_URL must be sqlite:/// or postgresql://: {url}")
+
+
+def prepare_store(store: Store) -> None:
+    """Create what eventsourcing expects to exist: the SQLite file's folder, the schema."""
+    if store.kind == "sqlite":
+        Path(store.env["SQLITE_DBNAME"]).parent.mkdir(parents=True, exist_ok=True)
+        return
+    from psycopg import sql
+
+    with _pg_connect(store) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(store.schema)))
+
+
+def _pg_connect(store: Store) -> Any:
+    import psycopg
+
+    e = store.env
+    return psycopg.connect(
+        dbname=e["POSTGRES_DBNAME"],
+        host=e["POSTGRES_HOST"],
+        port=e["POSTGRES_PORT"],
+        user=e["POSTGRES_USER"],
+        password=e["POSTGRES_PASSWORD"],
+        connect_timeout=int(e["POSTGRES_CONNECT_TIMEOUT"]),
+        autocommit=True,
+    )
+
+
+def notification_id_of(recorder: Any, originator_id: UUID, version: int) -> int | None:
+    """The notification id (position) of one stored event, by its primary key.
+
+    eventsourcing answers "which events does this aggregate have" and "what are
+    the notifications after N", but not "where is this event in the log"; a
+    redelivered command needs that to repeat the position of its first reply.
+    """
+    datastore = getattr(recorder, "datastore", None)
+    if datastore is None:
+        # The in-memory recorder of unit tests: small, so a scan will do.
+        return next(
+            (
+                n.id
+                for n in recorder.select_notifications(start=None, limit=2**31)
+                if n.originator_id == originator_id and n.originator_version == version
+            ),
+            None,
+        )
+    table = recorder.events_table_name
+    if hasattr(datastore, "schema"):
+        from psycopg import sql
+
+        statement = sql.SQL(
+            "SELECT notification_id FROM {}.{} WHERE originator_id = %s AND originator_version = %s"
+        ).format(sql.Identifier(datastore.schema), sql.Identifier(table))
+        with datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (originator_id, version), prepare=True)
+            row = curs.fetchone()
+            return None if row is None else int(row["notification_id"])
+    with datastore.transaction(commit=False) as c:
+        c.execute(
+            f"SELECT rowid FROM {table} WHERE originator_id = ? AND originator_version = ?",  # noqa: S608
+            (originator_id.hex, version),
+        )
+        row = c.fetchone()
+        return None if row is None else int(row[0])
+
+
+__all__ = [
+    "Store",
+    "StoreURLError",
+    "notification_id_of",
+    "parse_store_url",
+    "prepare_store",
+]
