@@ -1,0 +1,208 @@
+"""The command consumer: AMQP in, handler, reply out, ack. It knows no rules.
+
+eventsourcing is synchronous, so every command runs in one writer thread: the
+event loop keeps the AMQP heartbeats and replies going while the store writes,
+and commands are applied in the order the broker delivered them.
+
+What happens to a message:
+- a valid command is handled; its reply is published to `reply_to`, then the
+  message is acked, never before its events are committed;
+- a known command with bad fields is answered 400 and acked;
+- a message that cannot be parsed at all is answered 400 and dead-lettered to
+  `outdial.commands.dead` (published with a broker confirm, then acked);
+- the store being unreachable is not the command's fault: the message is
+  requeued after a back-off and retried, nothing is answered;
+- any other failure (a bug) is answered 500, logged with its traceback, and
+  dead-lettered with the error in its headers, so it never blocks the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from eventsourcing.persistence import InterfaceError, OperationalError
+
+from services.command.application import OutdialApplication
+from services.command.handlers import Reply, handle
+from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, JSON
+from shared.commands import Command, InvalidCommand, parse_command
+
+log = logging.getLogger("outdial.command")
+
+# Back-off before a message is requeued because the store is unavailable.
+STORE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+class StoreUnavailable(Exception):
+    pass
+
+
+class CommandConsumer:
+    def __init__(self, app: OutdialApplication, amqp_url: str, *, prefetch: int = 64):
+        self.app = app
+        self.amqp_url = amqp_url
+        self.prefetch = prefetch
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outdial-writer")
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._store_failures = 0
+        # Strong references: a robust connection holds its channels weakly.
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        self._channel = await self._connection.channel()
+        await self._channel.set_qos(prefetch_count=self.prefetch)
+        self._queue = await self._channel.declare_queue(COMMAND_QUEUE, durable=True)
+        await self._channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        self._consumer_tag = await self._queue.consume(self._on_message)
+        log.info("consuming", extra={"fields": {"queue": COMMAND_QUEUE}})
+
+    async def stop(self) -> None:
+        """Stop taking commands, finish and ack the ones in flight, then close."""
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception:  # the broker may already be gone; the channel close requeues
+                log.warning("could not cancel the consumer", exc_info=True)
+        while self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+        self._writer.shutdown(wait=True)
+        log.info("stopped", extra={"fields": {"queue": COMMAND_QUEUE}})
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            await self._process(message)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
+        command_type: str | None = None
+        try:
+            command = parse_command(message.body)
+        except InvalidCommand as invalid:
+            reply = Reply(
+                400,
+                error={
+                    "code": "invalid_command",
+                    "message": invalid.message,
+                    "details": invalid.details,
+                },
+            )
+            await self._reply(message, reply)
+            if invalid.unparseable:
+                await self._dead_letter(message, invalid.message)
+                outcome: int | str = "dead-lettered"
+            else:
+                outcome = 400
+            await message.ack()
+            self._log(message, command_type, outcome, started)
+            return
+
+        command_type = command.type
+        try:
+            reply = await self._handle(command, message.message_id)
+        except StoreUnavailable as e:
+            delay = STORE_RETRY_DELAYS[min(self._store_failures, len(STORE_RETRY_DELAYS) - 1)]
+            self._store_failures += 1
+            log.error(
+                "store unavailable; command requeued",
+                extra={"fields": {"type": command_type, "error": str(e), "retry_in_s": delay}},
+            )
+            await asyncio.sleep(delay)
+            await message.nack(requeue=True)
+            self._log(message, command_type, "requeued", started)
+            return
+        except Exception as e:
+            log.exception(
+                "command failed", extra={"fields": {"type": command_type, "message_id": message.message_id}}
+            )
+            await self._reply(
+                message,
+                Reply(500, error={"code": "internal_error", "message": "internal error"}),
+            )
+            await self._dead_letter(message, f"{type(e).__name__}: {e}")
+            await message.ack()
+            self._log(message, command_type, "dead-lettered", started)
+            return
+        self._store_failures = 0
+        await self._reply(message, reply)
+        await message.ack()
+        self._log(message, command_type, reply.status_code, started)
+
+    async def _handle(self, command: Command, message_id: str | None) -> Reply:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, handle, command, message_id, self.app)
+        except (OperationalError, InterfaceError) as e:
+            # Down, locked, read-only or full: the command may succeed later.
+            raise StoreUnavailable(str(e)) from e
+
+    async def _reply(self, message: AbstractIncomingMessage, reply: Reply) -> None:
+        if not message.reply_to:
+            return
+        assert self._channel is not None
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(
+                body=orjson.dumps(reply.body()),
+                content_type=JSON,
+                correlation_id=message.correlation_id,
+            ),
+            routing_key=message.reply_to,
+        )
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, error: str) -> None:
+        assert self._channel is not None
+        headers: dict[str, Any] = dict(message.headers or {})
+        headers["x-outdial-error"] = error[:4096]
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(
+                body=message.body,
+                headers=headers,
+                content_type=message.content_type,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                reply_to=message.reply_to,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=DEAD_LETTER_QUEUE,
+        )
+
+    @staticmethod
+    def _log(
+        message: AbstractIncomingMessage,
+        command_type: str | None,
+        outcome: int | str,
+        started: float,
+    ) -> None:
+        log.info(
+            "command",
+            extra={
+                "fields": {
+                    "type": command_type,
+                    "message_id": message.message_id,
+                    "outcome": outcome,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+            },
+        )
