@@ -1,0 +1,81 @@
+"""Destination validation of CONTRACT 1: every accepted and rejected form."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.addresses import Address
+
+UUID_TYPES = ["agent", "conference", "extension", "line", "web_session"]
+
+
+@pytest.mark.parametrize(
+    ("type_", "target"),
+    [
+        ("tel", "+15559876543"),  # the tutorial's own fictional number
+        ("tel", "+15551234567"),
+        ("tel", "+821012345678"),
+        ("tel", "+442079460958"),
+        ("sip", "alice@example.com"),
+        ("sip", "1001@pbx.example.com:5060"),
+        ("email", "someone@example.com"),
+        *[(t, "6a2d3b0e-6f0e-4c1e-9d5b-1f0b8f9c2a11") for t in UUID_TYPES],
+    ],
+)
+def test_accepts(type_: str, target: str) -> None:
+    address = Address.model_validate({"type": type_, "target": target})
+    assert address.target == target
+    assert (address.target_name, address.name, address.detail) == ("", "", "")
+
+
+@pytest.mark.parametrize(
+    ("type_", "target"),
+    [
+        ("tel", "+1 555 987 6543"),  # spaces
+        ("tel", "15559876543"),  # no "+"
+        ("tel", "+15559876543x"),  # trailing garbage
+        ("tel", "+1-555-987-6543"),  # dashes
+        ("tel", "+15559876543;ext=12"),  # extension
+        ("tel", "+0155598765"),  # no country code starts with 0
+        ("tel", "+1"),  # too short to be possible
+        ("tel", "+1555"),  # not a possible number for its country
+        ("tel", "+1234567890123456"),  # over 15 digits
+        ("tel", "tel:+15559876543"),  # a URI, not a number
+        ("tel", "+１５５５９８７６５４３"),  # full-width digits
+        ("tel", ""),
+        ("sip", "alice"),  # no domain
+        ("sip", "@example.com"),  # no user
+        ("sip", "alice@"),
+        ("sip", "alice@@example.com"),
+        ("sip", "alice@exa mple.com"),
+        ("sip", "sip:alice@example.com"),  # a scheme is not user@domain
+        ("email", "not-an-email"),
+        ("email", "a@b"),  # no dot in the domain
+        ("email", "two@@example.com"),
+        *[(t, "not-a-uuid") for t in UUID_TYPES],
+        *[(t, "+15559876543") for t in UUID_TYPES],
+    ],
+)
+def test_rejects(type_: str, target: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        Address.model_validate({"type": type_, "target": target})
+    assert [err["loc"] for err in e.value.errors()] == [("target",)]
+
+
+@pytest.mark.parametrize("type_", ["fax", "TEL", "", None, 5])
+def test_rejects_unknown_types(type_: object) -> None:
+    with pytest.raises(ValidationError) as e:
+        Address.model_validate({"type": type_, "target": "+15559876543"})
+    assert ("type",) in [err["loc"] for err in e.value.errors()]
+
+
+def test_rejects_non_string_target() -> None:
+    with pytest.raises(ValidationError):
+        Address.model_validate({"type": "tel", "target": 15559876543})
+
+
+def test_rejects_overlong_fields() -> None:
+    with pytest.raises(ValidationError):
+        Address.model_validate({"type": "tel", "target": "+15559876543", "name": "x" * 1025})
+    Address.model_validate({"type": "tel", "target": "+15559876543", "name": "x" * 1024})

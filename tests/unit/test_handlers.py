@@ -1,0 +1,242 @@
+"""Handlers and the unit of work, on eventsourcing's in-memory store (no I/O)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+
+from services.command.application import OutdialApplication
+from services.command.domain import CommandReceipt, Outdial, OutdialTarget
+from services.command.handlers import Reply, handle
+from shared.commands import parse_command
+
+TEL = {"type": "tel", "target": "+15559876543"}
+OUTDIAL_KEYS = ["id", "campaign_id", "name", "detail", "data", "tm_create", "tm_update",
+                "tm_delete", "customer_id"]
+TARGET_KEYS = ["id", "outdial_id", "name", "detail", "data", "status", *[
+    f"destination_{i}" for i in range(5)], *[f"try_count_{i}" for i in range(5)],
+    "tm_create", "tm_update", "tm_delete", "customer_id"]
+NEVER = "9999-01-01 00:00:00.000000"
+
+
+@pytest.fixture
+def app() -> OutdialApplication:
+    return OutdialApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+
+
+class Customer:
+    """Sends commands as one customer, each with a fresh message_id unless given."""
+
+    def __init__(self, app: OutdialApplication):
+        self.app = app
+        self.id = str(uuid.uuid4())
+
+    def send(self, type_: str, message_id: str | None = "", **fields: Any) -> Reply:
+        cmd = parse_command(orjson.dumps({"type": type_, "customer_id": self.id, **fields}))
+        if message_id == "":
+            message_id = str(uuid.uuid4())
+        return handle(cmd, message_id, self.app)
+
+    def outdial(self, **fields: Any) -> str:
+        r = self.send("CreateOutdial", **{"name": "test outdial",
+                                          "detail": "outdial for test use.", "data": "", **fields})
+        assert r.status_code == 200, r
+        assert r.data is not None
+        return str(r.data["id"])
+
+    def target(self, outdial_id: str, **fields: Any) -> dict[str, Any]:
+        r = self.send("AddTarget", outdial_id=outdial_id, **{
+            "name": "test destination 0", "detail": "test detatination 0 detail",
+            "data": "test data", "destination_0": TEL, **fields})
+        assert r.status_code == 200, r
+        assert r.data is not None
+        return r.data
+
+
+def test_create_outdial_answers_the_tutorials_shape(app: OutdialApplication) -> None:
+    c = Customer(app)
+    r = c.send("CreateOutdial", name="test outdial", detail="outdial for test use.", data="")
+    assert r.status_code == 200
+    assert r.data is not None and r.position is not None and r.position > 0
+    assert list(r.data) == OUTDIAL_KEYS
+    assert r.data["campaign_id"] == "00000000-0000-0000-0000-000000000000"
+    assert r.data["tm_update"] == NEVER and r.data["tm_delete"] == NEVER
+    assert r.data["customer_id"] == c.id
+    assert list(r.body()) == ["status_code", "data", "position"]
+
+
+def test_add_target_answers_the_tutorials_shape(app: OutdialApplication) -> None:
+    c = Customer(app)
+    t = c.target(c.outdial())
+    assert list(t) == TARGET_KEYS
+    assert t["destination_0"] == {"type": "tel", "target": "+15559876543", "target_name": "",
+                                  "name": "", "detail": ""}
+    assert t["destination_1"] is None
+    assert t["status"] == "idle"
+    assert t["tm_update"] == t["tm_create"] != NEVER
+    assert t["tm_delete"] == NEVER
+
+
+def test_the_same_message_id_twice_has_one_effect_and_equal_replies(
+    app: OutdialApplication,
+) -> None:
+    c = Customer(app)
+    outdial_id = c.outdial()
+    fields = {"outdial_id": outdial_id, "name": "x", "detail": "", "data": "",
+              "destination_0": TEL}
+    first = c.send("AddTarget", message_id="m-1", **fields)
+    events_before = app.recorder.max_notification_id()
+    second = c.send("AddTarget", message_id="m-1", **fields)
+    assert second == first
+    assert app.recorder.max_notification_id() == events_before
+
+
+def test_a_redelivered_refusal_is_refused_again_even_if_state_changed(
+    app: OutdialApplication,
+) -> None:
+    c = Customer(app)
+    missing = str(uuid.uuid4())
+    first = c.send("UpdateOutdialData", message_id="m-2", outdial_id=missing, data="x")
+    assert first.status_code == 404
+    c.outdial(id=missing)
+    assert c.send("UpdateOutdialData", message_id="m-2", outdial_id=missing, data="x") == first
+
+
+def test_message_ids_are_scoped_to_the_customer(app: OutdialApplication) -> None:
+    a, b = Customer(app), Customer(app)
+    ra = a.send("CreateOutdial", message_id="same", name="a", detail="", data="")
+    rb = b.send("CreateOutdial", message_id="same", name="b", detail="", data="")
+    assert ra.data is not None and rb.data is not None
+    assert ra.data["id"] != rb.data["id"]
+    assert rb.data["customer_id"] == b.id
+
+
+def test_another_customers_outdial_is_not_found(app: OutdialApplication) -> None:
+    owner, other = Customer(app), Customer(app)
+    outdial_id = owner.outdial()
+    target_id = owner.target(outdial_id)["id"]
+    for type_, fields in [
+        ("UpdateOutdial", {"name": "x", "detail": "y"}),
+        ("UpdateOutdialCampaign", {"campaign_id": str(uuid.uuid4())}),
+        ("UpdateOutdialData", {"data": "x"}),
+        ("DeleteOutdial", {}),
+        ("AddTarget", {"name": "", "detail": "", "data": "", "destination_0": TEL}),
+        ("AddTargets", {"targets": [{"name": "", "detail": "", "data": "",
+                                     "destination_0": TEL}]}),
+        ("DeleteTarget", {"target_id": target_id}),
+        ("MarkTargetProgressing", {"target_id": target_id, "destination_index": 0}),
+        ("UpdateTargetStatus", {"target_id": target_id, "status": "done"}),
+    ]:
+        r = other.send(type_, outdial_id=outdial_id, **fields)
+        assert r.status_code == 404, type_
+        assert r.error is not None and r.error["code"] == "outdial_not_found"
+    assert owner.send("UpdateOutdialData", outdial_id=outdial_id, data="still mine").status_code == 200
+
+
+def test_a_target_of_another_outdial_is_not_found(app: OutdialApplication) -> None:
+    c = Customer(app)
+    first, second = c.outdial(), c.outdial()
+    target_id = c.target(first)["id"]
+    r = c.send("DeleteTarget", outdial_id=second, target_id=target_id)
+    assert r.status_code == 404
+    assert r.error == {"code": "target_not_found", "message": f"target {target_id} not found"}
+
+
+def test_updates_of_an_outdial(app: OutdialApplication) -> None:
+    c = Customer(app)
+    outdial_id = c.outdial()
+    campaign = str(uuid.uuid4())
+    r = c.send("UpdateOutdial", outdial_id=outdial_id, name="renamed", detail="again")
+    assert r.data is not None and (r.data["name"], r.data["detail"]) == ("renamed", "again")
+    assert r.data["tm_update"] != NEVER
+    r = c.send("UpdateOutdialCampaign", outdial_id=outdial_id, campaign_id=campaign)
+    assert r.data is not None and r.data["campaign_id"] == campaign
+    r = c.send("UpdateOutdialData", outdial_id=outdial_id, data="payload")
+    assert r.data is not None and r.data["data"] == "payload"
+    assert r.data["name"] == "renamed"
+
+
+def test_deleting_an_outdial_is_soft_and_final(app: OutdialApplication) -> None:
+    c = Customer(app)
+    outdial_id = c.outdial()
+    target_id = c.target(outdial_id)["id"]
+    r = c.send("DeleteOutdial", outdial_id=outdial_id)
+    assert r.status_code == 200 and r.data is not None
+    assert r.data["tm_delete"] != NEVER and r.data["tm_update"] == r.data["tm_delete"]
+    assert c.send("DeleteOutdial", outdial_id=outdial_id).status_code == 404
+    assert c.send("UpdateOutdial", outdial_id=outdial_id, name="", detail="").status_code == 404
+    # Its targets go with it.
+    r = c.send("UpdateTargetStatus", outdial_id=outdial_id, target_id=target_id, status="done")
+    assert r.status_code == 404
+    assert isinstance(app.repository.get(uuid.UUID(outdial_id)), Outdial)
+
+
+def test_deleting_a_target(app: OutdialApplication) -> None:
+    c = Customer(app)
+    outdial_id = c.outdial()
+    target_id = c.target(outdial_id)["id"]
+    r = c.send("DeleteTarget", outdial_id=outdial_id, target_id=target_id)
+    assert r.data is not None and r.data["tm_delete"] != NEVER
+    for type_, fields in [
+        ("DeleteTarget", {}),
+        ("MarkTargetProgressing", {"destination_index": 0}),
+        ("UpdateTargetStatus", {"status": "idle"}),
+    ]:
+        r = c.send(type_, outdial_id=outdial_id, target_id=target_id, **fields)
+        assert r.status_code == 404, type_
+        assert r.error is not None and r.error["code"] == "target_not_found"
+
+
+def test_progressing_then_result(app: OutdialApplication) -> None:
+    c = Customer(app)
+    outdial_id = c.outdial()
+    target_id = c.target(outdial_id)["id"]
+    ids = {"outdial_id": outdial_id, "target_id": target_id}
+    r = c.send("MarkTargetProgressing", destination_index=0, **ids)
+    assert r.data is not None and (r.data["status"], r.data["try_count_0"]) == ("progressing", 1)
+    r = c.send("MarkTargetProgressing", destination_index=0, **ids)
+    assert r.status_code == 409
+    assert r.error is not None and r.error["code"] == "target_progressing"
+    r = c.send("UpdateTargetStatus", status="done", **ids)
+    assert r.data is not None and r.data["status"] == "done"
+    assert r.data["try_count_0"] == 1
+
+
+def test_add_targets_is_all_or_none(app: OutdialApplication) -> None:
+    c = Customer(app)
+    outdial_id = c.outdial()
+    taken = c.target(outdial_id)["id"]
+    before = app.recorder.max_notification_id()
+    items = [{"name": str(i), "detail": "", "data": "", "destination_0": TEL} for i in range(5)]
+    items[3]["id"] = taken
+    r = c.send("AddTargets", outdial_id=outdial_id, targets=items)
+    assert r.status_code == 409
+    assert r.error is not None and r.error["code"] == "target_exists"
+    # Only the receipt of the refusal was stored: no target.
+    stored = app.recorder.select_notifications(start=(before or 0) + 1, limit=100)
+    assert [n.topic.rsplit(":", 1)[1] for n in stored] == ["CommandReceipt.Recorded"]
+    del items[3]["id"]
+    r = c.send("AddTargets", outdial_id=outdial_id, targets=items)
+    assert r.status_code == 200 and r.data is not None
+    assert [t["name"] for t in r.data["result"]] == ["0", "1", "2", "3", "4"]
+    for t in r.data["result"]:
+        assert isinstance(app.repository.get(uuid.UUID(t["id"])), OutdialTarget)
+
+
+def test_an_existing_id_is_a_conflict(app: OutdialApplication) -> None:
+    c = Customer(app)
+    outdial_id = c.outdial()
+    r = c.send("CreateOutdial", id=outdial_id, name="", detail="", data="")
+    assert r.status_code == 409
+    assert r.error is not None and r.error["code"] == "outdial_exists"
+
+
+def test_a_command_without_message_id_is_applied_without_receipt(app: OutdialApplication) -> None:
+    c = Customer(app)
+    r = c.send("CreateOutdial", message_id=None, name="", detail="", data="")
+    assert r.status_code == 200
+    topics = [n.topic for n in app.recorder.select_notifications(start=None, limit=10)]
+    assert not any(CommandReceipt.__qualname__ in t for t in topics)
