@@ -79,6 +79,9 @@ class CommandConsumer:
                 await self._queue.cancel(self._consumer_tag)
             except Exception:  # the broker may already be gone; the channel close requeues
                 log.warning("could not cancel the consumer", exc_info=True)
+        # Deliveries that arrived before the cancel have tasks that may not have
+        # run yet; let them start, so they are waited for below.
+        await asyncio.sleep(0)
         while self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
         if self._connection is not None:
