@@ -46,7 +46,7 @@ def http_api(settings: Settings) -> Component:
 
     async def start() -> None:
         await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", settings.http_port).start()  # noqa: S104
+        await web.TCPSite(runner, "0.0.0.0", settings.http_port).start()
         print(f"outdial: HTTP API on http://127.0.0.1:{settings.http_port}/", flush=True)
 
     return Component("query", start, runner.cleanup)

@@ -27,7 +27,9 @@ ShortText = Annotated[str, StringConstraints(max_length=1024)]
 # would forgive spaces, dashes and extensions; the contract wants the strict form.
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 # user@domain, with an optional port; no spaces, no second "@", no scheme.
-_SIP = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?")
+_SIP = re.compile(
+    r"[A-Za-z0-9._~!$&'()*+,;=%-]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?"
+)
 
 
 def check_target(address_type: str, target: str) -> None:

@@ -114,9 +114,7 @@ class AddTarget(_Command, TargetFields):
 class AddTargets(_Command):
     type: Literal["AddTargets"]
     outdial_id: UUID
-    targets: Annotated[
-        list[TargetFields], Field(min_length=1, max_length=MAX_TARGETS_PER_COMMAND)
-    ]
+    targets: Annotated[list[TargetFields], Field(min_length=1, max_length=MAX_TARGETS_PER_COMMAND)]
 
     @model_validator(mode="after")
     def _ids_are_unique(self) -> AddTargets:
@@ -216,8 +214,16 @@ class InvalidCommand(Exception):
 
 # Errors about the envelope itself, rather than about one field of a known command.
 _ENVELOPE_ERRORS = frozenset(
-    {"json_invalid", "json_type", "dict_type", "model_type", "model_attributes_type",
-     "union_tag_invalid", "union_tag_not_found", "recursion_loop"}
+    {
+        "json_invalid",
+        "json_type",
+        "dict_type",
+        "model_type",
+        "model_attributes_type",
+        "union_tag_invalid",
+        "union_tag_not_found",
+        "recursion_loop",
+    }
 )
 
 
@@ -232,7 +238,9 @@ def parse_command(body: bytes | str) -> Command:
             err["type"] in _ENVELOPE_ERRORS and len(err["loc"]) <= 1 for err in errors
         )
         summary = "; ".join(f"{d['loc']}: {d['msg']}" if d["loc"] else d["msg"] for d in details)
-        raise InvalidCommand(summary or "invalid command", details, unparseable=unparseable) from None
+        raise InvalidCommand(
+            summary or "invalid command", details, unparseable=unparseable
+        ) from None
 
 
 def _detail(error: Any) -> dict[str, str]:

@@ -78,11 +78,12 @@ def prepare_store(store: Store) -> None:
         return
     from psycopg import sql
 
-    with _pg_connect(store) as conn:
+    with connect_postgres(store) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(store.schema)))
 
 
-def _pg_connect(store: Store) -> Any:
+def connect_postgres(store: Store) -> Any:
+    """A plain autocommit connection, for set-up work outside eventsourcing."""
     import psycopg
 
     e = store.env
@@ -128,7 +129,7 @@ def notification_id_of(recorder: Any, originator_id: UUID, version: int) -> int 
             return None if row is None else int(row["notification_id"])
     with datastore.transaction(commit=False) as c:
         c.execute(
-            f"SELECT rowid FROM {table} WHERE originator_id = ? AND originator_version = ?",  # noqa: S608
+            f"SELECT rowid FROM {table} WHERE originator_id = ? AND originator_version = ?",
             (originator_id.hex, version),
         )
         row = c.fetchone()
@@ -138,6 +139,7 @@ def notification_id_of(recorder: Any, originator_id: UUID, version: int) -> int 
 __all__ = [
     "Store",
     "StoreURLError",
+    "connect_postgres",
     "notification_id_of",
     "parse_store_url",
     "prepare_store",

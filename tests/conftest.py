@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from shared.store import parse_store_url
+from shared.store import connect_postgres, parse_store_url
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+POSTGRES_URL = os.environ.get(
+    "OUTDIAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """An empty event store: a new SQLite file, or a new schema in PostgreSQL."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('store')}/outdial.sqlite3"
@@ -21,11 +26,5 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     schema = f"t_{uuid.uuid4().hex[:12]}"
     url = f"{POSTGRES_URL}?schema={schema}"
     yield url
-    import psycopg
-
-    env = parse_store_url(url).env
-    with psycopg.connect(
-        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], user=env["POSTGRES_USER"],
-        autocommit=True,
-    ) as conn:
+    with connect_postgres(parse_store_url(url)) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

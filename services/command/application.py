@@ -7,6 +7,7 @@ transaction, and finds the receipt of a command already handled.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from uuid import UUID
 
@@ -44,10 +45,9 @@ class OutdialApplication(Application[UUID]):
 
     def outdial_of(self, customer_id: UUID, outdial_id: UUID) -> Outdial:
         """The customer's live outdial; another customer's is as good as absent."""
-        try:
+        outdial: object = None
+        with contextlib.suppress(AggregateNotFoundError):
             outdial = self.repository.get(outdial_id)
-        except AggregateNotFoundError:
-            outdial = None
         if not isinstance(outdial, Outdial) or not outdial.belongs_to(customer_id):
             raise OutdialNotFound(f"outdial {outdial_id} not found")
         return outdial
@@ -55,10 +55,9 @@ class OutdialApplication(Application[UUID]):
     def target_of(self, customer_id: UUID, outdial_id: UUID, target_id: UUID) -> OutdialTarget:
         """The customer's live target of a live outdial."""
         self.outdial_of(customer_id, outdial_id)
-        try:
+        target: object = None
+        with contextlib.suppress(AggregateNotFoundError):
             target = self.repository.get(target_id)
-        except AggregateNotFoundError:
-            target = None
         if not isinstance(target, OutdialTarget) or not target.belongs_to(customer_id, outdial_id):
             raise TargetNotFound(f"target {target_id} not found")
         return target
@@ -69,7 +68,7 @@ class OutdialApplication(Application[UUID]):
     def receipt_of(self, customer_id: UUID, message_id: str) -> CommandReceipt | None:
         receipt_id = CommandReceipt.create_id(customer_id, message_id)
         try:
-            receipt = self.repository.get(receipt_id)
+            receipt: object = self.repository.get(receipt_id)
         except AggregateNotFoundError:
             return None
         assert isinstance(receipt, CommandReceipt)

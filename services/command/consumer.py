@@ -138,7 +138,8 @@ class CommandConsumer:
             return
         except Exception as e:
             log.exception(
-                "command failed", extra={"fields": {"type": command_type, "message_id": message.message_id}}
+                "command failed",
+                extra={"fields": {"type": command_type, "message_id": message.message_id}},
             )
             await self._reply(
                 message,

@@ -69,7 +69,7 @@ class Outdial(Aggregate):
         name: str,
         detail: str,
         data: str,
-        id: UUID | None = None,  # noqa: A002 - the caller's id, else a new one
+        id: UUID | None = None,
     ) -> None:
         self.customer_id = customer_id
         self.campaign_id = campaign_id
@@ -137,7 +137,7 @@ class OutdialTarget(Aggregate):
         detail: str,
         data: str,
         destinations: list[dict[str, str] | None],
-        id: UUID | None = None,  # noqa: A002 - the caller's id, else a new one
+        id: UUID | None = None,
     ) -> None:
         if len(destinations) != DESTINATION_SLOTS or not any(destinations):
             raise ValueError("a target has five destination slots, at least one filled")
@@ -166,9 +166,7 @@ class OutdialTarget(Aggregate):
 
     def belongs_to(self, customer_id: UUID, outdial_id: UUID) -> bool:
         return (
-            self.customer_id == customer_id
-            and self.outdial_id == outdial_id
-            and not self.deleted
+            self.customer_id == customer_id and self.outdial_id == outdial_id and not self.deleted
         )
 
     def next_destination(self, max_try_counts: Sequence[int]) -> int | None:

@@ -19,11 +19,31 @@ pytestmark = pytest.mark.integration
 
 TEL = {"type": "tel", "target": "+15559876543"}
 NEVER = "9999-01-01 00:00:00.000000"
-OUTDIAL_KEYS = ["id", "campaign_id", "name", "detail", "data", "tm_create", "tm_update",
-                "tm_delete", "customer_id"]
-TARGET_KEYS = ["id", "outdial_id", "name", "detail", "data", "status",
-               *[f"destination_{i}" for i in range(5)], *[f"try_count_{i}" for i in range(5)],
-               "tm_create", "tm_update", "tm_delete", "customer_id"]
+OUTDIAL_KEYS = [
+    "id",
+    "campaign_id",
+    "name",
+    "detail",
+    "data",
+    "tm_create",
+    "tm_update",
+    "tm_delete",
+    "customer_id",
+]
+TARGET_KEYS = [
+    "id",
+    "outdial_id",
+    "name",
+    "detail",
+    "data",
+    "status",
+    *[f"destination_{i}" for i in range(5)],
+    *[f"try_count_{i}" for i in range(5)],
+    "tm_create",
+    "tm_update",
+    "tm_delete",
+    "customer_id",
+]
 TIMESTAMP = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"
 
 
@@ -40,20 +60,24 @@ class As:
         self.client = client
         self.customer_id = customer_id or str(uuid.uuid4())
 
-    async def send(self, type_: str, *, message_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    async def send(
+        self, type_: str, *, message_id: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         return await self.client.send(
             {"type": type_, "customer_id": self.customer_id, **fields}, message_id=message_id
         )
 
     async def outdial(self) -> str:
-        r = await self.send("CreateOutdial", name="test outdial",
-                            detail="outdial for test use.", data="")
+        r = await self.send(
+            "CreateOutdial", name="test outdial", detail="outdial for test use.", data=""
+        )
         assert r["status_code"] == 200, r
         return str(r["data"]["id"])
 
     async def target(self, outdial_id: str) -> str:
-        r = await self.send("AddTarget", outdial_id=outdial_id, name="t", detail="", data="",
-                            destination_0=TEL)
+        r = await self.send(
+            "AddTarget", outdial_id=outdial_id, name="t", detail="", data="", destination_0=TEL
+        )
         assert r["status_code"] == 200, r
         return str(r["data"]["id"])
 
@@ -62,38 +86,58 @@ async def test_the_tutorials_values_answer_the_tutorials_shapes(
     service: Service, client: OutdialClient
 ) -> None:
     me = As(client)
-    r = await me.send("CreateOutdial", name="test outdial", detail="outdial for test use.",
-                      data="")
+    r = await me.send("CreateOutdial", name="test outdial", detail="outdial for test use.", data="")
     assert list(r) == ["status_code", "data", "position"]
     assert r["status_code"] == 200
     outdial = r["data"]
     assert list(outdial) == OUTDIAL_KEYS
     assert outdial["campaign_id"] == "00000000-0000-0000-0000-000000000000"
     assert (outdial["name"], outdial["detail"], outdial["data"]) == (
-        "test outdial", "outdial for test use.", "")
+        "test outdial",
+        "outdial for test use.",
+        "",
+    )
     assert outdial["tm_update"] == NEVER and outdial["tm_delete"] == NEVER
     assert outdial["customer_id"] == me.customer_id
     uuid.UUID(outdial["id"])
 
-    r2 = await me.send("AddTarget", outdial_id=outdial["id"], name="test destination 0",
-                       detail="test detatination 0 detail", data="test data",
-                       destination_0={"type": "tel", "target": "+15559876543"})
+    r2 = await me.send(
+        "AddTarget",
+        outdial_id=outdial["id"],
+        name="test destination 0",
+        detail="test detatination 0 detail",
+        data="test data",
+        destination_0={"type": "tel", "target": "+15559876543"},
+    )
     assert r2["status_code"] == 200
     assert r2["position"] > r["position"]
     target = r2["data"]
     assert list(target) == TARGET_KEYS
-    assert {k: target[k] for k in TARGET_KEYS if k not in ("id", "tm_create", "tm_update",
-                                                           "customer_id")} == {
+    assert {
+        k: target[k]
+        for k in TARGET_KEYS
+        if k not in ("id", "tm_create", "tm_update", "customer_id")
+    } == {
         "outdial_id": outdial["id"],
         "name": "test destination 0",
         "detail": "test detatination 0 detail",
         "data": "test data",
         "status": "idle",
-        "destination_0": {"type": "tel", "target": "+15559876543", "target_name": "",
-                          "name": "", "detail": ""},
-        "destination_1": None, "destination_2": None, "destination_3": None,
+        "destination_0": {
+            "type": "tel",
+            "target": "+15559876543",
+            "target_name": "",
+            "name": "",
+            "detail": "",
+        },
+        "destination_1": None,
+        "destination_2": None,
+        "destination_3": None,
         "destination_4": None,
-        "try_count_0": 0, "try_count_1": 0, "try_count_2": 0, "try_count_3": 0,
+        "try_count_0": 0,
+        "try_count_1": 0,
+        "try_count_2": 0,
+        "try_count_3": 0,
         "try_count_4": 0,
         "tm_delete": NEVER,
     }
@@ -121,14 +165,28 @@ async def test_every_command(service: Service, client: OutdialClient) -> None:
     assert (data["name"], data["campaign_id"], data["data"]) == ("n2", campaign, "payload")
     assert data["tm_update"] != NEVER
 
-    target = await ok("AddTarget", name="a", detail="", data="", destination_0=None,
-                      destination_2={"type": "sip", "target": "alice@example.com",
-                                     "name": "office"})
+    target = await ok(
+        "AddTarget",
+        name="a",
+        detail="",
+        data="",
+        destination_0=None,
+        destination_2={"type": "sip", "target": "alice@example.com", "name": "office"},
+    )
     assert target["destination_0"] is None
-    assert target["destination_2"] == {"type": "sip", "target": "alice@example.com",
-                                       "target_name": "", "name": "office", "detail": ""}
-    many = await ok("AddTargets", targets=[
-        {"name": f"b{i}", "detail": "", "data": "", "destination_0": TEL} for i in range(3)])
+    assert target["destination_2"] == {
+        "type": "sip",
+        "target": "alice@example.com",
+        "target_name": "",
+        "name": "office",
+        "detail": "",
+    }
+    many = await ok(
+        "AddTargets",
+        targets=[
+            {"name": f"b{i}", "detail": "", "data": "", "destination_0": TEL} for i in range(3)
+        ],
+    )
     assert [t["name"] for t in many["result"]] == ["b0", "b1", "b2"]
 
     ids = {"target_id": target["id"]}
@@ -142,10 +200,16 @@ async def test_every_command(service: Service, client: OutdialClient) -> None:
     assert o["tm_delete"] != NEVER
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
 
-    r = await me.send("MarkTargetProgressing", outdial_id=outdial_id,
-                      target_id=many["result"][0]["id"], destination_index=0)
-    assert r == {"status_code": 404, "error": {"code": "outdial_not_found",
-                                               "message": f"outdial {outdial_id} not found"}}
+    r = await me.send(
+        "MarkTargetProgressing",
+        outdial_id=outdial_id,
+        target_id=many["result"][0]["id"],
+        destination_index=0,
+    )
+    assert r == {
+        "status_code": 404,
+        "error": {"code": "outdial_not_found", "message": f"outdial {outdial_id} not found"},
+    }
 
 
 async def test_a_conflict_answers_409(service: Service, client: OutdialClient) -> None:
@@ -164,8 +228,13 @@ async def test_the_same_message_id_twice_has_one_effect_and_equal_replies(
 ) -> None:
     me = As(client)
     outdial_id = await me.outdial()
-    fields = {"outdial_id": outdial_id, "name": "once", "detail": "", "data": "",
-              "destination_0": TEL}
+    fields = {
+        "outdial_id": outdial_id,
+        "name": "once",
+        "detail": "",
+        "data": "",
+        "destination_0": TEL,
+    }
     first = await me.send("AddTarget", message_id="dup-1", **fields)
     second = await me.send("AddTarget", message_id="dup-1", **fields)
     assert first["status_code"] == 200
@@ -174,8 +243,9 @@ async def test_the_same_message_id_twice_has_one_effect_and_equal_replies(
     # Another customer's equal message_id is another command.
     other = As(client)
     other_outdial = await other.outdial()
-    third = await other.send("AddTarget", message_id="dup-1",
-                             **{**fields, "outdial_id": other_outdial})
+    third = await other.send(
+        "AddTarget", message_id="dup-1", **{**fields, "outdial_id": other_outdial}
+    )
     assert third["status_code"] == 200
     assert third["data"]["id"] != first["data"]["id"]
     assert topics(service)["OutdialTarget.Created"] == 2
@@ -210,8 +280,14 @@ async def test_an_invalid_command_answers_400_with_details(
 ) -> None:
     me = As(client)
     outdial_id = await me.outdial()
-    r = await me.send("AddTarget", outdial_id=outdial_id, name="", detail="", data="",
-                      destination_0={"type": "tel", "target": "+1 555 987 6543"})
+    r = await me.send(
+        "AddTarget",
+        outdial_id=outdial_id,
+        name="",
+        detail="",
+        data="",
+        destination_0={"type": "tel", "target": "+1 555 987 6543"},
+    )
     assert r["status_code"] == 400
     assert r["error"]["code"] == "invalid_command"
     assert [d["loc"] for d in r["error"]["details"]] == ["destination_0.target"]
@@ -237,8 +313,14 @@ async def test_an_unparseable_message_is_dead_lettered_and_serving_goes_on(
 async def test_fire_and_forget_is_applied(service: Service, client: OutdialClient) -> None:
     me = As(client)
     outdial_id = await me.outdial()
-    body = orjson.dumps({"type": "UpdateOutdialData", "customer_id": me.customer_id,
-                         "outdial_id": outdial_id, "data": "no reply wanted"})
+    body = orjson.dumps(
+        {
+            "type": "UpdateOutdialData",
+            "customer_id": me.customer_id,
+            "outdial_id": outdial_id,
+            "data": "no reply wanted",
+        }
+    )
     await client.publish(body, reply=False)
     for _ in range(100):
         if topics(service)["Outdial.DataUpdated"]:
@@ -255,9 +337,17 @@ async def test_a_command_committed_but_not_acked_is_not_applied_twice(
     redelivers the message, which must find the receipt and change nothing."""
     me = As(client)
     outdial_id = await me.outdial()
-    body = orjson.dumps({"type": "AddTarget", "customer_id": me.customer_id,
-                         "outdial_id": outdial_id, "name": "once", "detail": "", "data": "",
-                         "destination_0": TEL})
+    body = orjson.dumps(
+        {
+            "type": "AddTarget",
+            "customer_id": me.customer_id,
+            "outdial_id": outdial_id,
+            "name": "once",
+            "detail": "",
+            "data": "",
+            "destination_0": TEL,
+        }
+    )
     # The dead consumer's half: handled and committed, never acked nor answered.
     committed = await asyncio.to_thread(handle, parse_command(body), "crash-1", service.app)
     before = topics(service)

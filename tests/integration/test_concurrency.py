@@ -32,8 +32,16 @@ def test_racing_writers_lose_no_update(store_url: str) -> None:
     apps = [OutdialApplication.from_url(store_url) for _ in range(2)]
     customer = str(uuid.uuid4())
     outdial_id = send(apps[0], customer, "CreateOutdial", name="", detail="", data="").data["id"]  # type: ignore[index]
-    target_id = send(apps[0], customer, "AddTarget", outdial_id=outdial_id, name="", detail="",
-                     data="", destination_0=TEL).data["id"]  # type: ignore[index]
+    target_id = send(
+        apps[0],
+        customer,
+        "AddTarget",
+        outdial_id=outdial_id,
+        name="",
+        detail="",
+        data="",
+        destination_0=TEL,
+    ).data["id"]  # type: ignore[index]
     ids = {"outdial_id": outdial_id, "target_id": target_id}
     outcomes: Counter[int] = Counter()
     lock = threading.Lock()
@@ -44,7 +52,10 @@ def test_racing_writers_lose_no_update(store_url: str) -> None:
             with lock:
                 outcomes[r.status_code] += 1
             if r.status_code == 200:
-                assert send(app, customer, "UpdateTargetStatus", status="idle", **ids).status_code == 200
+                assert (
+                    send(app, customer, "UpdateTargetStatus", status="idle", **ids).status_code
+                    == 200
+                )
 
     threads = [threading.Thread(target=dialer, args=(apps[i % 2],)) for i in range(6)]
     for t in threads:

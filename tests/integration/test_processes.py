@@ -38,14 +38,39 @@ def created_targets(store_url: str) -> int:
         app.close()
 
 
+def healthz_status(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+        return int(r.status)
+
+
+def mint_token(cwd: Path, customer: uuid.UUID) -> str:
+    done = subprocess.run(
+        [OUTDIAL, "token", "--customer-id", str(customer)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
 def add_target(customer: str, outdial_id: str, i: int) -> dict[str, object]:
-    return {"type": "AddTarget", "customer_id": customer, "outdial_id": outdial_id,
-            "name": f"t{i}", "detail": "", "data": "", "destination_0": TEL}
+    return {
+        "type": "AddTarget",
+        "customer_id": customer,
+        "outdial_id": outdial_id,
+        "name": f"t{i}",
+        "detail": "",
+        "data": "",
+        "destination_0": TEL,
+    }
 
 
 async def new_outdial(recorder: ReplyRecorder, customer: str) -> str:
-    await recorder.publish({"type": "CreateOutdial", "customer_id": customer, "name": "",
-                            "detail": "", "data": ""}, message_id="outdial")
+    await recorder.publish(
+        {"type": "CreateOutdial", "customer_id": customer, "name": "", "detail": "", "data": ""},
+        message_id="outdial",
+    )
     await recorder.wait_until(1)
     return str(recorder.replies["outdial"][0]["data"]["id"])
 
@@ -56,17 +81,14 @@ async def test_run_serves_healthz_makes_a_secret_and_stops_on_sigterm(tmp_path: 
     process = start(["run"], tmp_path, OUTDIAL_HTTP_PORT=str(port))
     try:
         await wait_for_log(process, "ready")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-            assert r.status == 200
+        status = await asyncio.to_thread(healthz_status, port)
+        assert status == 200
         secret_file = tmp_path / "var" / "jwt.secret"
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
         assert (tmp_path / "var" / "outdial.sqlite3").exists()  # the embedded default store
 
         customer = uuid.uuid4()
-        token = subprocess.run(
-            [OUTDIAL, "token", "--customer-id", str(customer)], cwd=tmp_path,
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
+        token = await asyncio.to_thread(mint_token, tmp_path, customer)
         claims = jwt.decode(token, secret_file.read_text().strip(), algorithms=["HS256"])
         assert claims["customer_id"] == str(customer)
         assert claims["exp"] > 0
@@ -81,9 +103,7 @@ async def test_run_serves_healthz_makes_a_secret_and_stops_on_sigterm(tmp_path: 
     assert f"http://127.0.0.1:{port}/" in out
 
 
-async def test_sigterm_finishes_and_acks_what_is_in_flight(
-    tmp_path: Path, store_url: str
-) -> None:
+async def test_sigterm_finishes_and_acks_what_is_in_flight(tmp_path: Path, store_url: str) -> None:
     """Stopped mid-burst, the consumer answers and acks every command it took:
     after a restart no command is answered twice and none is lost."""
     await purge_command_queues()

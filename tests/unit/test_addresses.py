@@ -42,7 +42,7 @@ def test_accepts(type_: str, target: str) -> None:
         ("tel", "+1555"),  # not a possible number for its country
         ("tel", "+1234567890123456"),  # over 15 digits
         ("tel", "tel:+15559876543"),  # a URI, not a number
-        ("tel", "+１５５５９８７６５４３"),  # full-width digits
+        ("tel", "+１５５５９８７６５４３"),  # noqa: RUF001 - full-width digits
         ("tel", ""),
         ("sip", "alice"),  # no domain
         ("sip", "@example.com"),  # no user

@@ -96,13 +96,13 @@ def test_add_targets_takes_1_to_1000(count: int, ok: bool) -> None:
 
 def test_add_targets_refuses_a_repeated_id() -> None:
     same = str(uuid.uuid4())
-    e = invalid(body(type="AddTargets", outdial_id=OUTDIAL, targets=[target(id=same), target(id=same)]))
+    e = invalid(
+        body(type="AddTargets", outdial_id=OUTDIAL, targets=[target(id=same), target(id=same)])
+    )
     assert "share an id" in e.message
 
 
-@pytest.mark.parametrize(
-    ("field", "limit"), [("name", 1024), ("detail", 1024), ("data", 65536)]
-)
+@pytest.mark.parametrize(("field", "limit"), [("name", 1024), ("detail", 1024), ("data", 65536)])
 def test_text_limits(field: str, limit: int) -> None:
     fields = {"name": "", "detail": "", "data": ""}
     parse_command(body(type="CreateOutdial", **{**fields, field: "x" * limit}))
@@ -163,8 +163,9 @@ def test_status_must_be_idle_or_done() -> None:
 
 @pytest.mark.parametrize("index", [-1, 5, True, "0"])
 def test_destination_index_is_0_to_4(index: object) -> None:
-    raw = body(type="MarkTargetProgressing", outdial_id=OUTDIAL, target_id=OUTDIAL,
-               destination_index=index)
+    raw = body(
+        type="MarkTargetProgressing", outdial_id=OUTDIAL, target_id=OUTDIAL, destination_index=index
+    )
     assert [d["loc"] for d in invalid(raw).details] == ["destination_index"]
 
 

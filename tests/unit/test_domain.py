@@ -17,13 +17,18 @@ TEL = {"type": "tel", "target": "+15559876543", "target_name": "", "name": "", "
 
 
 def new_outdial() -> Outdial:
-    return Outdial(customer_id=uuid.uuid4(), campaign_id=uuid.UUID(int=0), name="n", detail="d",
-                   data="")
+    return Outdial(
+        customer_id=uuid.uuid4(), campaign_id=uuid.UUID(int=0), name="n", detail="d", data=""
+    )
 
 
 def new_target(destinations: list[dict[str, str] | None] | None = None) -> OutdialTarget:
     return OutdialTarget(
-        customer_id=uuid.uuid4(), outdial_id=uuid.uuid4(), name="t", detail="", data="",
+        customer_id=uuid.uuid4(),
+        outdial_id=uuid.uuid4(),
+        name="t",
+        detail="",
+        data="",
         destinations=destinations or [TEL, None, None, None, None],
     )
 
@@ -58,8 +63,14 @@ def test_an_outdial_belongs_to_its_customer_only() -> None:
 
 def test_the_given_id_is_kept() -> None:
     given = uuid.uuid4()
-    o = Outdial(id=given, customer_id=uuid.uuid4(), campaign_id=uuid.UUID(int=0), name="",
-                detail="", data="")
+    o = Outdial(
+        id=given,
+        customer_id=uuid.uuid4(),
+        campaign_id=uuid.UUID(int=0),
+        name="",
+        detail="",
+        data="",
+    )
     assert o.id == given
 
 

@@ -14,11 +14,31 @@ from services.command.handlers import Reply, handle
 from shared.commands import parse_command
 
 TEL = {"type": "tel", "target": "+15559876543"}
-OUTDIAL_KEYS = ["id", "campaign_id", "name", "detail", "data", "tm_create", "tm_update",
-                "tm_delete", "customer_id"]
-TARGET_KEYS = ["id", "outdial_id", "name", "detail", "data", "status", *[
-    f"destination_{i}" for i in range(5)], *[f"try_count_{i}" for i in range(5)],
-    "tm_create", "tm_update", "tm_delete", "customer_id"]
+OUTDIAL_KEYS = [
+    "id",
+    "campaign_id",
+    "name",
+    "detail",
+    "data",
+    "tm_create",
+    "tm_update",
+    "tm_delete",
+    "customer_id",
+]
+TARGET_KEYS = [
+    "id",
+    "outdial_id",
+    "name",
+    "detail",
+    "data",
+    "status",
+    *[f"destination_{i}" for i in range(5)],
+    *[f"try_count_{i}" for i in range(5)],
+    "tm_create",
+    "tm_update",
+    "tm_delete",
+    "customer_id",
+]
 NEVER = "9999-01-01 00:00:00.000000"
 
 
@@ -41,16 +61,26 @@ class Customer:
         return handle(cmd, message_id, self.app)
 
     def outdial(self, **fields: Any) -> str:
-        r = self.send("CreateOutdial", **{"name": "test outdial",
-                                          "detail": "outdial for test use.", "data": "", **fields})
+        r = self.send(
+            "CreateOutdial",
+            **{"name": "test outdial", "detail": "outdial for test use.", "data": "", **fields},
+        )
         assert r.status_code == 200, r
         assert r.data is not None
         return str(r.data["id"])
 
     def target(self, outdial_id: str, **fields: Any) -> dict[str, Any]:
-        r = self.send("AddTarget", outdial_id=outdial_id, **{
-            "name": "test destination 0", "detail": "test detatination 0 detail",
-            "data": "test data", "destination_0": TEL, **fields})
+        r = self.send(
+            "AddTarget",
+            outdial_id=outdial_id,
+            **{
+                "name": "test destination 0",
+                "detail": "test detatination 0 detail",
+                "data": "test data",
+                "destination_0": TEL,
+                **fields,
+            },
+        )
         assert r.status_code == 200, r
         assert r.data is not None
         return r.data
@@ -72,8 +102,13 @@ def test_add_target_answers_the_tutorials_shape(app: OutdialApplication) -> None
     c = Customer(app)
     t = c.target(c.outdial())
     assert list(t) == TARGET_KEYS
-    assert t["destination_0"] == {"type": "tel", "target": "+15559876543", "target_name": "",
-                                  "name": "", "detail": ""}
+    assert t["destination_0"] == {
+        "type": "tel",
+        "target": "+15559876543",
+        "target_name": "",
+        "name": "",
+        "detail": "",
+    }
     assert t["destination_1"] is None
     assert t["status"] == "idle"
     assert t["tm_update"] == t["tm_create"] != NEVER
@@ -85,8 +120,7 @@ def test_the_same_message_id_twice_has_one_effect_and_equal_replies(
 ) -> None:
     c = Customer(app)
     outdial_id = c.outdial()
-    fields = {"outdial_id": outdial_id, "name": "x", "detail": "", "data": "",
-              "destination_0": TEL}
+    fields = {"outdial_id": outdial_id, "name": "x", "detail": "", "data": "", "destination_0": TEL}
     first = c.send("AddTarget", message_id="m-1", **fields)
     events_before = app.recorder.max_notification_id()
     second = c.send("AddTarget", message_id="m-1", **fields)
@@ -124,8 +158,7 @@ def test_another_customers_outdial_is_not_found(app: OutdialApplication) -> None
         ("UpdateOutdialData", {"data": "x"}),
         ("DeleteOutdial", {}),
         ("AddTarget", {"name": "", "detail": "", "data": "", "destination_0": TEL}),
-        ("AddTargets", {"targets": [{"name": "", "detail": "", "data": "",
-                                     "destination_0": TEL}]}),
+        ("AddTargets", {"targets": [{"name": "", "detail": "", "data": "", "destination_0": TEL}]}),
         ("DeleteTarget", {"target_id": target_id}),
         ("MarkTargetProgressing", {"target_id": target_id, "destination_index": 0}),
         ("UpdateTargetStatus", {"target_id": target_id, "status": "done"}),
@@ -133,7 +166,9 @@ def test_another_customers_outdial_is_not_found(app: OutdialApplication) -> None
         r = other.send(type_, outdial_id=outdial_id, **fields)
         assert r.status_code == 404, type_
         assert r.error is not None and r.error["code"] == "outdial_not_found"
-    assert owner.send("UpdateOutdialData", outdial_id=outdial_id, data="still mine").status_code == 200
+    assert (
+        owner.send("UpdateOutdialData", outdial_id=outdial_id, data="still mine").status_code == 200
+    )
 
 
 def test_a_target_of_another_outdial_is_not_found(app: OutdialApplication) -> None:
