@@ -1,0 +1,87 @@
+"""The projection: follows the notification log and keeps the read model.
+
+It reads notifications in pages after its tracked position, turns each event
+into the row of the resource it changed (the aggregate after the event, rendered
+by `shared.shapes`), and writes a page's rows with the page's last position in
+one transaction. Receipts are skipped but still advance the position, since a
+command's reply names its receipt's position.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from eventsourcing.persistence import IntegrityError
+
+from services.command.application import OutdialApplication
+from services.command.domain import Outdial, OutdialTarget
+from services.command.history import AggregateHistory, is_receipt
+from services.query.read_model import OutdialRow, ReadModelMixin, TargetRow
+from shared import shapes
+
+log = logging.getLogger("outdial.projection")
+
+
+def outdial_row(o: Outdial) -> OutdialRow:
+    body = orjson.dumps(shapes.outdial(o)).decode()
+    return str(o.id), str(o.customer_id), shapes.timestamp(o.tm_create), int(o.deleted), body
+
+
+def target_row(t: OutdialTarget) -> TargetRow:
+    body = orjson.dumps(shapes.target(t)).decode()
+    return (
+        str(t.id),
+        str(t.outdial_id),
+        str(t.customer_id),
+        shapes.timestamp(t.tm_create),
+        int(t.deleted),
+        t.status,
+        body,
+    )
+
+
+class Projection:
+    def __init__(
+        self, app: OutdialApplication, read_model: ReadModelMixin, *, page_size: int = 500
+    ):
+        self.app = app
+        self.read_model = read_model
+        self.page_size = page_size
+        self.history = AggregateHistory(app)
+
+    def catch_up_page(self, stop: int | None = None) -> int:
+        """Apply the next page of the log (up to `stop`); return how many
+        notifications it held, 0 when there was nothing new."""
+        position = self.read_model.position()
+        notifications = self.app.recorder.select_notifications(
+            position, self.page_size, stop=stop, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        outdials: dict[Any, OutdialRow] = {}
+        targets: dict[Any, TargetRow] = {}
+        for notification in notifications:
+            if is_receipt(notification):
+                continue
+            aggregate = self.history.apply(self.history.decode(notification))
+            if isinstance(aggregate, OutdialTarget):
+                targets[aggregate.id] = target_row(aggregate)
+            elif isinstance(aggregate, Outdial):
+                outdials[aggregate.id] = outdial_row(aggregate)
+        try:
+            self.read_model.write(
+                list(outdials.values()), list(targets.values()), notifications[-1].id
+            )
+        except IntegrityError:
+            # Another projector wrote this page first; carry on from its position.
+            log.info("page already applied elsewhere", extra={"fields": {"after": position}})
+        return len(notifications)
+
+    def catch_up(self, stop: int | None = None) -> int:
+        """Apply every page up to `stop` (or the head); return the notifications read."""
+        total = 0
+        while count := self.catch_up_page(stop):
+            total += count
+        return total

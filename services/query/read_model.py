@@ -1,0 +1,285 @@
+"""The read model: outdials and targets as the API serves them, on SQLite or PostgreSQL.
+
+Each row keeps the resource's rendered JSON (`body`, exactly what the API
+answers) beside the columns the API filters and sorts by. The read model is an
+eventsourcing tracking recorder: every batch of rows is written in the same
+transaction as the projection's position (`Tracking`), and the tracking upsert
+refuses a position that does not increase, so each event is applied exactly
+once even with two projectors on one store or a crash mid-batch.
+
+Tables come in sets: the live set (`rm_outdials`, `rm_targets`) and sets with
+a suffix that a replay builds beside it (`_next`) and then swaps in by renaming.
+
+Every query the API makes is served by an index:
+- an outdial or target by id: the primary keys;
+- a customer's live outdials, newest first: `(customer_id, tm_create, id)` where not deleted;
+- an outdial's live targets, newest first: `(outdial_id, tm_create, id)` where not deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+
+LIVE = ""
+NEXT = "_next"
+
+OutdialRow = tuple[str, str, str, int, str]  # id, customer_id, tm_create, deleted, body
+TargetRow = tuple[str, str, str, str, int, str, str]  # id, outdial_id, customer_id, ..., body
+
+
+_TABLES = [
+    (
+        "rm_outdials",
+        "id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, tm_create TEXT NOT NULL, "
+        "deleted INTEGER NOT NULL, body TEXT NOT NULL",
+        "customer_id",
+    ),
+    (
+        "rm_targets",
+        "id TEXT PRIMARY KEY, outdial_id TEXT NOT NULL, customer_id TEXT NOT NULL, "
+        "tm_create TEXT NOT NULL, deleted INTEGER NOT NULL, status TEXT NOT NULL, "
+        "body TEXT NOT NULL",
+        "outdial_id",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[tuple[str, str, str]]  # tm_create, id, body
+    more: bool  # a row beyond the page exists
+    next_tm_create: str | None  # tm_create of the first row beyond the page
+
+
+class ReadModelMixin:
+    """SQL shared by both stores; the subclasses say how to reach the database."""
+
+    suffix: str = LIVE
+    param = "?"
+
+    # ---- names -------------------------------------------------------------
+    def table(self, name: str, suffix: str | None = None) -> str:
+        raise NotImplementedError
+
+    @property
+    def tracking_name(self) -> str:
+        return "readmodel" + self.suffix
+
+    def _sql(self, statement: str) -> str:
+        return statement if self.param == "?" else statement.replace("?", self.param)
+
+    # ---- transactions (per store) ------------------------------------------
+    def _write(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _read(self) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _insert_tracking(self, c: Any, tracking: Tracking) -> None:
+        raise NotImplementedError
+
+    def _after_write(self, c: Any, position: int) -> None:
+        """A hook for PostgreSQL's NOTIFY."""
+
+    # ---- schema ------------------------------------------------------------
+    def create_views(self) -> None:
+        with self._write() as c:
+            for name, columns, owner in _TABLES:
+                table = self.table(name)
+                if self._exists(c, table):
+                    continue
+                c.execute(f"CREATE TABLE {table} ({columns})")
+                # A fresh index name: a swapped-in table keeps its index's name,
+                # so a fixed one would collide with the next rebuild's.
+                c.execute(
+                    f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {table} "
+                    f"({owner}, tm_create DESC, id DESC) WHERE deleted = 0"
+                )
+
+    def _exists(self, c: Any, table: str) -> bool:
+        raise NotImplementedError
+
+    def drop_views(self) -> None:
+        with self._write() as c:
+            for name in ("rm_outdials", "rm_targets"):
+                c.execute(f"DROP TABLE IF EXISTS {self.table(name)}")
+
+    # ---- the projection's writes -------------------------------------------
+    def write(
+        self, outdials: Sequence[OutdialRow], targets: Sequence[TargetRow], position: int
+    ) -> None:
+        """Rows and the projection's new position, in one transaction."""
+        with self._write() as c:
+            # Tracking first: it takes the write lock (SQLite) and fails fast
+            # when another projector already applied this batch.
+            self._insert_tracking(c, Tracking(self.tracking_name, position))
+            self._write_rows(c, outdials, targets)
+            self._after_write(c, position)
+
+    def _write_rows(
+        self, c: Any, outdials: Sequence[OutdialRow], targets: Sequence[TargetRow]
+    ) -> None:
+        if outdials:
+            c.executemany(
+                self._sql(
+                    f"INSERT INTO {self.table('rm_outdials')} "
+                    "(id, customer_id, tm_create, deleted, body) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET deleted = excluded.deleted, body = excluded.body"
+                ),
+                outdials,
+            )
+        if targets:
+            c.executemany(
+                self._sql(
+                    f"INSERT INTO {self.table('rm_targets')} "
+                    "(id, outdial_id, customer_id, tm_create, deleted, status, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                    "deleted = excluded.deleted, status = excluded.status, body = excluded.body"
+                ),
+                targets,
+            )
+
+    # ---- the API's reads ---------------------------------------------------
+    def position(self) -> int:
+        return self.max_tracking_id(self.tracking_name) or 0  # type: ignore[attr-defined,no-any-return]
+
+    def outdial(self, customer_id: str, outdial_id: str) -> tuple[str, bool] | None:
+        """The outdial's body and whether it is deleted; None if absent or another's."""
+        with self._read() as c:
+            c.execute(
+                self._sql(
+                    f"SELECT body, deleted FROM {self.table('rm_outdials')} "
+                    "WHERE id = ? AND customer_id = ?"
+                ),
+                (outdial_id, customer_id),
+            )
+            row = c.fetchone()
+        return None if row is None else (row[0], bool(row[1]))
+
+    def target(self, customer_id: str, outdial_id: str, target_id: str) -> str | None:
+        with self._read() as c:
+            c.execute(
+                self._sql(
+                    f"SELECT body FROM {self.table('rm_targets')} "
+                    "WHERE id = ? AND outdial_id = ? AND customer_id = ?"
+                ),
+                (target_id, outdial_id, customer_id),
+            )
+            row = c.fetchone()
+        return None if row is None else str(row[0])
+
+    def outdials_page(
+        self, customer_id: str, after: tuple[str, str | None] | None, size: int
+    ) -> Page:
+        return self._page("rm_outdials", "customer_id", customer_id, after, size)
+
+    def targets_page(
+        self, outdial_id: str, after: tuple[str, str | None] | None, size: int
+    ) -> Page:
+        return self._page("rm_targets", "outdial_id", outdial_id, after, size)
+
+    def _page(
+        self,
+        table: str,
+        owner_column: str,
+        owner: str,
+        after: tuple[str, str | None] | None,
+        size: int,
+    ) -> Page:
+        """Live rows newest first, strictly after the cursor `(tm_create, id)`;
+        an id of None means after every row of that tm_create."""
+        where = f"{owner_column} = ? AND deleted = 0"
+        params: list[Any] = [owner]
+        if after is not None:
+            tm, row_id = after
+            if row_id is None:
+                where += " AND tm_create < ?"
+                params.append(tm)
+            else:
+                where += " AND (tm_create < ? OR (tm_create = ? AND id < ?))"
+                params += [tm, tm, row_id]
+        params.append(size + 1)
+        with self._read() as c:
+            c.execute(
+                self._sql(
+                    f"SELECT tm_create, id, body FROM {self.table(table)} WHERE {where} "
+                    "ORDER BY tm_create DESC, id DESC LIMIT ?"
+                ),
+                params,
+            )
+            rows = [(r[0], r[1], r[2]) for r in c.fetchall()]
+        more = len(rows) > size
+        return Page(rows[:size], more, rows[size][0] if more else None)
+
+    def dump(self) -> Iterator[tuple[str, str, str]]:
+        """Every row of both tables as (table, id, body), in id order: for comparisons."""
+        for name in ("rm_outdials", "rm_targets"):
+            with self._read() as c:
+                c.execute(f"SELECT id, body FROM {self.table(name)} ORDER BY id")
+                for row in c.fetchall():
+                    yield name, str(row[0]), str(row[1])
+
+
+class SQLiteReadModel(ReadModelMixin, SQLiteTrackingRecorder):
+    def table(self, name: str, suffix: str | None = None) -> str:
+        return name + (self.suffix if suffix is None else suffix)
+
+    def _write(self) -> contextlib.AbstractContextManager[Any]:
+        return self.datastore.transaction(commit=True)
+
+    def _read(self) -> contextlib.AbstractContextManager[Any]:
+        return self.datastore.transaction(commit=False)
+
+    def _insert_tracking(self, c: Any, tracking: Tracking) -> None:
+        SQLiteTrackingRecorder._insert_tracking(self, c, tracking)
+
+    def _exists(self, c: Any, table: str) -> bool:
+        c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        return c.fetchone() is not None
+
+
+class PostgresReadModel(ReadModelMixin, PostgresTrackingRecorder):
+    param = "%s"
+    CHANNEL = "outdial_readmodel"
+
+    def table(self, name: str, suffix: str | None = None) -> str:
+        full = name + (self.suffix if suffix is None else suffix)
+        return f'"{self.datastore.schema}"."{full}"'
+
+    def _write(self) -> contextlib.AbstractContextManager[Any]:
+        return self.datastore.transaction(commit=True)
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=_tuple_row) as c:
+            yield c
+
+    def _insert_tracking(self, c: Any, tracking: Tracking) -> None:
+        PostgresTrackingRecorder._insert_tracking(self, c, tracking)
+
+    def _exists(self, c: Any, table: str) -> bool:
+        c.execute("SELECT to_regclass(%s) AS oid", (table,))
+        row = c.fetchone()
+        return row is not None and row["oid"] is not None
+
+    def _after_write(self, c: Any, position: int) -> None:
+        # Delivered at commit: query processes waiting for a position wake up.
+        c.execute("SELECT pg_notify(%s, %s)", (self.channel, str(position)))
+
+    @property
+    def channel(self) -> str:
+        return f"{self.CHANNEL}_{self.datastore.schema}"[:63]
+
+
+def _tuple_row(cursor: Any) -> Any:
+    from psycopg.rows import tuple_row
+
+    return tuple_row(cursor)
