@@ -1,7 +1,13 @@
 """Wires the components to their adapters and runs them until SIGTERM/SIGINT.
 
-The one place that knows which component needs what: the domain and handlers
-never import from here, and tests start components the same way.
+The one place that knows which component needs what: the domain, handlers and
+routes never import from here, and tests start components the same way.
+
+Components of one process share one `Runtime`: one application (one pool of
+store connections), one read model, and the signals between them. When the
+command consumer and the readers of the log (projector, relay) share a process,
+the consumer tells them when it stored something; otherwise they listen to
+PostgreSQL's NOTIFY, or poll SQLite briefly (it has no notifications).
 """
 
 from __future__ import annotations
@@ -11,16 +17,34 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from aiohttp import web
 
 from services.command.application import OutdialApplication
 from services.command.consumer import CommandConsumer
-from services.query.api import make_app
+from services.command.relay import EventRelay
+from services.query.api import Services, make_app
+from services.query.positions import (
+    PositionBoard,
+    follow_by_listening,
+    follow_by_polling,
+    listen,
+)
+from services.query.projection import Projection
+from services.query.read_model import PostgresReadModel, ReadModelMixin, SQLiteReadModel
+from shared.client import OutdialClient
 from shared.config import Settings
+from shared.metrics import PROJECTION_LAG, PROJECTION_POSITION
+from shared.store import Store, parse_store_url, postgres_conninfo
 
 log = logging.getLogger("outdial")
+
+# How often a reader of the log looks for new events when nothing tells it.
+SQLITE_POLL_SECONDS = 0.1
+POSTGRES_POLL_SECONDS = 1.0
 
 
 @dataclass
@@ -30,30 +54,225 @@ class Component:
     stop: Callable[[], Awaitable[None]]
 
 
-def command_consumer(settings: Settings) -> Component:
-    app = OutdialApplication.from_url(settings.database_url)
-    consumer = CommandConsumer(app, settings.amqp_url, prefetch=settings.prefetch)
+class Wakeup:
+    """A pulse from writers to readers of the log in this process."""
 
-    async def stop() -> None:
-        await consumer.stop()
-        app.close()
+    def __init__(self) -> None:
+        self._events: list[asyncio.Event] = []
 
-    return Component("command", consumer.start, stop)
+    def subscribe(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._events.append(event)
+        return event
+
+    def notify(self) -> None:
+        for event in self._events:
+            event.set()
 
 
-def http_api(settings: Settings) -> Component:
-    runner = web.AppRunner(make_app(), access_log=None)
+@dataclass
+class Runtime:
+    settings: Settings
+    stored: Wakeup = field(default_factory=Wakeup)
+    board: PositionBoard = field(default_factory=PositionBoard)
+    projector_here: bool = False
+    consumer_here: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @cached_property
+    def store(self) -> Store:
+        return parse_store_url(self.settings.database_url)
+
+    @cached_property
+    def app(self) -> OutdialApplication:
+        return OutdialApplication(self.store)
+
+    @cached_property
+    def read_model(self) -> ReadModelMixin:
+        cls: type[SQLiteReadModel | PostgresReadModel] = (
+            SQLiteReadModel if self.store.kind == "sqlite" else PostgresReadModel
+        )
+        read_model = self.app.factory.tracking_recorder(cls)
+        assert isinstance(read_model, ReadModelMixin)
+        read_model.create_views()
+        return read_model
+
+    def background(self, coroutine: Awaitable[None], name: str) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self.tasks.append(task)
+        return task
+
+    def new_events(self) -> asyncio.Event:
+        """An event set whenever the store may hold new notifications."""
+        wakeup = self.stored.subscribe()
+        if self.store.kind == "postgres" and not self.consumer_here:
+            channel = self.app.recorder.events_table_name.replace(".", "_")  # type: ignore[attr-defined]
+
+            async def on_notify(_: str) -> None:
+                wakeup.set()
+
+            self.background(listen(postgres_conninfo(self.store), channel, on_notify), "listen")
+        return wakeup
+
+    @property
+    def poll_seconds(self) -> float:
+        if self.consumer_here:
+            return POSTGRES_POLL_SECONDS  # told by the consumer; other writers are rarer
+        return SQLITE_POLL_SECONDS if self.store.kind == "sqlite" else POSTGRES_POLL_SECONDS
+
+    async def close(self) -> None:
+        await cancel(*self.tasks)
+        if "app" in self.__dict__:
+            self.app.close()
+
+
+async def cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(BaseException):
+            await task
+
+
+async def follow_log(
+    name: str, step: Callable[[], Awaitable[int]], wakeup: asyncio.Event, poll: float
+) -> None:
+    """Run `step` until it finds nothing new, then wait for news (or `poll`)."""
+    failures = 0
+    while True:
+        wakeup.clear()
+        try:
+            found = await step()
+            failures = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures += 1
+            log.exception(f"{name} failed; retrying", extra={"fields": {"failures": failures}})
+            await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+            continue
+        if not found:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), poll)
+
+
+def command_consumer(rt: Runtime) -> Component:
+    rt.consumer_here = True
+    consumer = CommandConsumer(
+        rt.app, rt.settings.amqp_url, prefetch=rt.settings.prefetch, on_stored=rt.stored.notify
+    )
+    return Component("command", consumer.start, consumer.stop)
+
+
+def projector(rt: Runtime) -> Component:
+    rt.projector_here = True
+    projection = Projection(rt.app, rt.read_model)
+    # eventsourcing is synchronous: the projection runs in a thread of its own.
+    thread = ThreadPoolExecutor(1, "outdial-projector")
+    tasks: list[asyncio.Task[None]] = []
+
+    def page() -> tuple[int, int, int]:
+        count = projection.catch_up_page()
+        return count, rt.read_model.position(), rt.app.recorder.max_notification_id() or 0
+
+    async def step() -> int:
+        count, position, head = await asyncio.get_running_loop().run_in_executor(thread, page)
+        PROJECTION_POSITION.set(position)
+        PROJECTION_LAG.set(max(head - position, 0))
+        await rt.board.advance(position)
+        return count
 
     async def start() -> None:
+        follow = follow_log("projector", step, rt.new_events(), rt.poll_seconds)
+        tasks.append(rt.background(follow, "projector"))
+
+    async def stop() -> None:
+        await cancel(*tasks)
+        thread.shutdown(wait=True)
+
+    return Component("projector", start, stop)
+
+
+def relay(rt: Runtime) -> Component:
+    event_relay = EventRelay(rt.app, rt.settings.amqp_url)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        await event_relay.connect()
+        follow = follow_log("relay", event_relay.relay_page, rt.new_events(), rt.poll_seconds)
+        tasks.append(rt.background(follow, "relay"))
+
+    async def stop() -> None:
+        await cancel(*tasks)
+        await event_relay.close()
+
+    return Component("relay", start, stop)
+
+
+def http_api(rt: Runtime) -> Component:
+    bus = OutdialClient(rt.settings.amqp_url)
+    services = Services(
+        read_model=rt.read_model, bus=bus, positions=rt.board, secret=rt.settings.secret
+    )
+    runner = web.AppRunner(make_app(services), access_log=None)
+
+    async def store_reachable() -> str | None:
+        try:
+            await asyncio.to_thread(rt.read_model.position)
+        except Exception as e:
+            return f"store unreachable: {e}"
+        return None
+
+    async def broker_reachable() -> str | None:
+        connection = bus._connection
+        if connection is None or connection.is_closed or not connection.connected.is_set():
+            return "broker unreachable"
+        return None
+
+    async def projection_running() -> str | None:
+        for task in rt.tasks:
+            if task.get_name() == "projector" and task.done():
+                return "projection stopped"
+        return None
+
+    services.readiness += [store_reachable, broker_reachable, projection_running]
+
+    async def start() -> None:
+        await bus.connect()
+        if not rt.projector_here:
+            if rt.store.kind == "postgres":
+                channel = rt.read_model.channel  # type: ignore[attr-defined]
+                follower = follow_by_listening(
+                    rt.board, postgres_conninfo(rt.store), channel, rt.read_model.position
+                )
+            else:
+                follower = follow_by_polling(rt.board, rt.read_model.position)
+            rt.background(follower, "positions")
         await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", settings.http_port).start()
-        print(f"outdial: HTTP API on http://127.0.0.1:{settings.http_port}/", flush=True)
+        await web.TCPSite(runner, "0.0.0.0", rt.settings.http_port).start()
+        print(f"outdial: HTTP API on http://127.0.0.1:{rt.settings.http_port}/", flush=True)
 
-    return Component("query", start, runner.cleanup)
+    async def stop() -> None:
+        await runner.cleanup()
+        await bus.close()
+        services.executor.shutdown(wait=False)
+
+    return Component("query", start, stop)
 
 
-async def serve(components: list[Component]) -> None:
-    """Start the components in order, wait for a stop signal, stop them in reverse."""
+COMPONENTS: dict[str, Callable[[Runtime], Component]] = {
+    "command": command_consumer,
+    "projector": projector,
+    "relay": relay,
+    "query": http_api,
+}
+
+
+async def serve(settings: Settings, names: list[str]) -> None:
+    """Start the named components in order, wait for a stop signal, stop them in reverse."""
+    rt = Runtime(settings)
+    components = [COMPONENTS[name](rt) for name in names]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,7 +287,10 @@ async def serve(components: list[Component]) -> None:
         log.info("stopping")
     finally:
         for component in reversed(started):
-            with contextlib.suppress(Exception):
+            try:
                 await component.stop()
+            except Exception:
+                log.exception(f"stopping {component.name} failed")
+        await rt.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

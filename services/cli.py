@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="every component in one process (the embedded default)")
     sub.add_parser("command", help="the command consumer alone")
+    sub.add_parser("projector", help="the projection into the read model alone")
+    sub.add_parser("relay", help="the event relay to outdial.events alone")
+    sub.add_parser("query", help="the HTTP API alone")
     token = sub.add_parser("token", help="print a JWT for a customer, for trying the API")
     token.add_argument("--customer-id", type=UUID, required=True)
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default: a day)")
@@ -29,12 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     configure_logging(settings.log_level)
-    if args.command == "run":
+    names = ["command", "projector", "relay", "query"] if args.command == "run" else [args.command]
+    if "query" in names:
         settings.secret  # noqa: B018 - made on first start, so `outdial token` agrees with the API
-        components = [bootstrap.command_consumer(settings), bootstrap.http_api(settings)]
-    else:
-        components = [bootstrap.command_consumer(settings)]
-    asyncio.run(bootstrap.serve(components))
+    asyncio.run(bootstrap.serve(settings, names))
     return 0
 
 

@@ -82,6 +82,20 @@ def prepare_store(store: Store) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(store.schema)))
 
 
+def postgres_conninfo(store: Store) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    e = store.env
+    return make_conninfo(
+        dbname=e["POSTGRES_DBNAME"],
+        host=e["POSTGRES_HOST"],
+        port=e["POSTGRES_PORT"],
+        user=e["POSTGRES_USER"],
+        password=e["POSTGRES_PASSWORD"],
+        connect_timeout=e["POSTGRES_CONNECT_TIMEOUT"],
+    )
+
+
 def connect_postgres(store: Store) -> Any:
     """A plain autocommit connection, for set-up work outside eventsourcing."""
     import psycopg
@@ -142,5 +156,6 @@ __all__ = [
     "connect_postgres",
     "notification_id_of",
     "parse_store_url",
+    "postgres_conninfo",
     "prepare_store",
 ]

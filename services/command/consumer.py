@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,6 +39,7 @@ from services.command.application import OutdialApplication
 from services.command.handlers import Reply, handle
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, JSON
 from shared.commands import Command, InvalidCommand, parse_command
+from shared.metrics import COMMAND_SECONDS, COMMANDS
 
 log = logging.getLogger("outdial.command")
 
@@ -50,8 +52,18 @@ class StoreUnavailable(Exception):
 
 
 class CommandConsumer:
-    def __init__(self, app: OutdialApplication, amqp_url: str, *, prefetch: int = 64):
+    def __init__(
+        self,
+        app: OutdialApplication,
+        amqp_url: str,
+        *,
+        prefetch: int = 64,
+        on_stored: Callable[[], None] = lambda: None,
+    ):
         self.app = app
+        # Told after each command that stored events, so readers of the log in
+        # this process (projector, relay) need not poll for them.
+        self.on_stored = on_stored
         self.amqp_url = amqp_url
         self.prefetch = prefetch
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outdial-writer")
@@ -150,6 +162,8 @@ class CommandConsumer:
             self._log(message, command_type, "dead-lettered", started)
             return
         self._store_failures = 0
+        if reply.position is not None:
+            self.on_stored()
         await self._reply(message, reply)
         await message.ack()
         self._log(message, command_type, reply.status_code, started)
@@ -199,6 +213,9 @@ class CommandConsumer:
         outcome: int | str,
         started: float,
     ) -> None:
+        seconds = time.perf_counter() - started
+        COMMANDS.labels(command_type or "unparseable", str(outcome)).inc()
+        COMMAND_SECONDS.labels(command_type or "unparseable").observe(seconds)
         log.info(
             "command",
             extra={
@@ -206,7 +223,7 @@ class CommandConsumer:
                     "type": command_type,
                     "message_id": message.message_id,
                     "outcome": outcome,
-                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                    "ms": round(seconds * 1000, 3),
                 }
             },
         )

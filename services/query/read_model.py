@@ -132,7 +132,8 @@ class ReadModelMixin:
                 self._sql(
                     f"INSERT INTO {self.table('rm_outdials')} "
                     "(id, customer_id, tm_create, deleted, body) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET deleted = excluded.deleted, body = excluded.body"
+                    "ON CONFLICT (id) DO UPDATE SET "
+                    "deleted = excluded.deleted, body = excluded.body"
                 ),
                 outdials,
             )
@@ -149,7 +150,7 @@ class ReadModelMixin:
 
     # ---- the API's reads ---------------------------------------------------
     def position(self) -> int:
-        return self.max_tracking_id(self.tracking_name) or 0  # type: ignore[attr-defined,no-any-return]
+        return self.max_tracking_id(self.tracking_name) or 0  # type: ignore[attr-defined]
 
     def outdial(self, customer_id: str, outdial_id: str) -> tuple[str, bool] | None:
         """The outdial's body and whether it is deleted; None if absent or another's."""
