@@ -269,6 +269,27 @@ COMPONENTS: dict[str, Callable[[Runtime], Component]] = {
 }
 
 
+def replay(settings: Settings, *, check: bool) -> int:
+    """`outdial replay [--check]`: the exit status is 1 when --check finds a difference."""
+    from services.query import replay as replaying
+
+    rt = Runtime(settings)
+    try:
+        if not check:
+            replaying.rebuild(rt.app, rt.read_model)
+            return 0
+        comparison = replaying.check(rt.app, rt.read_model)
+        for difference in comparison.differences:
+            print(difference)
+        verdict = "equal" if comparison.equal else "DIFFERENT"
+        print(
+            f"replay --check: {comparison.rows} rows at position {comparison.position}: {verdict}"
+        )
+        return 0 if comparison.equal else 1
+    finally:
+        rt.app.close()
+
+
 async def serve(settings: Settings, names: list[str]) -> None:
     """Start the named components in order, wait for a stop signal, stop them in reverse."""
     rt = Runtime(settings)

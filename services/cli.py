@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("projector", help="the projection into the read model alone")
     sub.add_parser("relay", help="the event relay to outdial.events alone")
     sub.add_parser("query", help="the HTTP API alone")
+    replay = sub.add_parser("replay", help="rebuild the read models from the event store")
+    replay.add_argument(
+        "--check",
+        action="store_true",
+        help="rebuild aside and report every difference from the live read model",
+    )
     token = sub.add_parser("token", help="print a JWT for a customer, for trying the API")
     token.add_argument("--customer-id", type=UUID, required=True)
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default: a day)")
@@ -32,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     configure_logging(settings.log_level)
+    if args.command == "replay":
+        return bootstrap.replay(settings, check=args.check)
     names = ["command", "projector", "relay", "query"] if args.command == "run" else [args.command]
     if "query" in names:
         settings.secret  # noqa: B018 - made on first start, so `outdial token` agrees with the API

@@ -10,10 +10,11 @@ command's reply names its receipt's position.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Notification
 
 from services.command.application import OutdialApplication
 from services.command.domain import Outdial, OutdialTarget
@@ -51,15 +52,10 @@ class Projection:
         self.page_size = page_size
         self.history = AggregateHistory(app)
 
-    def catch_up_page(self, stop: int | None = None) -> int:
-        """Apply the next page of the log (up to `stop`); return how many
-        notifications it held, 0 when there was nothing new."""
-        position = self.read_model.position()
-        notifications = self.app.recorder.select_notifications(
-            position, self.page_size, stop=stop, inclusive_of_start=False
-        )
-        if not notifications:
-            return 0
+    def rows(
+        self, notifications: Sequence[Notification]
+    ) -> tuple[list[OutdialRow], list[TargetRow]]:
+        """The rows these notifications leave behind: each resource's last state."""
         outdials: dict[Any, OutdialRow] = {}
         targets: dict[Any, TargetRow] = {}
         for notification in notifications:
@@ -70,14 +66,37 @@ class Projection:
                 targets[aggregate.id] = target_row(aggregate)
             elif isinstance(aggregate, Outdial):
                 outdials[aggregate.id] = outdial_row(aggregate)
+        return list(outdials.values()), list(targets.values())
+
+    def page_after(self, position: int, stop: int | None = None) -> Sequence[Notification]:
+        return self.app.recorder.select_notifications(
+            position, self.page_size, stop=stop, inclusive_of_start=False
+        )
+
+    def catch_up_page(self, stop: int | None = None) -> int:
+        """Apply the next page of the log (up to `stop`); return how many
+        notifications it held, 0 when there was nothing new."""
+        position = self.read_model.position()
+        notifications = self.page_after(position, stop)
+        if not notifications:
+            return 0
+        outdials, targets = self.rows(notifications)
         try:
-            self.read_model.write(
-                list(outdials.values()), list(targets.values()), notifications[-1].id
-            )
+            self.read_model.write(outdials, targets, notifications[-1].id)
         except IntegrityError:
             # Another projector wrote this page first; carry on from its position.
             log.info("page already applied elsewhere", extra={"fields": {"after": position}})
         return len(notifications)
+
+    def catch_up_in(self, c: Any, start: int, stop: int) -> int:
+        """Inside a caller's transaction `c`, apply the log from `start` to `stop`
+        to this projection's tables (without tracking); return the position reached."""
+        position = start
+        while notifications := self.page_after(position, stop):
+            outdials, targets = self.rows(notifications)
+            self.read_model.write_rows(c, outdials, targets)
+            position = notifications[-1].id
+        return position
 
     def catch_up(self, stop: int | None = None) -> int:
         """Apply every page up to `stop` (or the head); return the notifications read."""

@@ -19,10 +19,11 @@ Every query the API makes is served by an index:
 from __future__ import annotations
 
 import contextlib
+import copy
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
@@ -64,6 +65,7 @@ class ReadModelMixin:
 
     suffix: str = LIVE
     param = "?"
+    byte_order = ""  # a collation that sorts ids as Python compares them
 
     # ---- names -------------------------------------------------------------
     def table(self, name: str, suffix: str | None = None) -> str:
@@ -112,6 +114,12 @@ class ReadModelMixin:
             for name in ("rm_outdials", "rm_targets"):
                 c.execute(f"DROP TABLE IF EXISTS {self.table(name)}")
 
+    def variant(self, suffix: str) -> Self:
+        """The same store's other set of tables (a rebuild's), tracked under its own name."""
+        other = copy.copy(self)
+        other.suffix = suffix
+        return other
+
     # ---- the projection's writes -------------------------------------------
     def write(
         self, outdials: Sequence[OutdialRow], targets: Sequence[TargetRow], position: int
@@ -121,10 +129,10 @@ class ReadModelMixin:
             # Tracking first: it takes the write lock (SQLite) and fails fast
             # when another projector already applied this batch.
             self._insert_tracking(c, Tracking(self.tracking_name, position))
-            self._write_rows(c, outdials, targets)
+            self.write_rows(c, outdials, targets)
             self._after_write(c, position)
 
-    def _write_rows(
+    def write_rows(
         self, c: Any, outdials: Sequence[OutdialRow], targets: Sequence[TargetRow]
     ) -> None:
         if outdials:
@@ -147,6 +155,78 @@ class ReadModelMixin:
                 ),
                 targets,
             )
+
+    # ---- replay ------------------------------------------------------------
+    def swap_in(self, rebuilt: ReadModelMixin, catch_up: Callable[[Any, int, int], int]) -> int:
+        """Make the `rebuilt` tables the live ones, in one transaction.
+
+        The live projection is locked out first; `catch_up(c, start, stop)` then
+        brings the rebuilt tables up to the live position inside this transaction,
+        so the live projection carries on from where it was, on the new tables.
+        Returns the position of the new live tables.
+        """
+        with self._write() as c:
+            live = self._lock_for_swap(c)
+            position = self._tracked(c, rebuilt.tracking_name)
+            if position < live:
+                position = catch_up(c, position, live)
+            for name in ("rm_outdials", "rm_targets"):
+                # RENAME TO takes a bare name: the table stays in its schema.
+                c.execute(f"ALTER TABLE {self.table(name)} RENAME TO {name}_old")
+                c.execute(f"ALTER TABLE {rebuilt.table(name)} RENAME TO {name}")
+                c.execute(f"DROP TABLE {self.table(name, '_old')}")
+            c.execute(
+                self._sql(
+                    f"UPDATE {self.tracking_table} SET notification_id = ? "
+                    "WHERE application_name = ?"
+                ),
+                (max(position, live), self.tracking_name),
+            )
+            c.execute(
+                self._sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
+                (rebuilt.tracking_name,),
+            )
+        return max(position, live)
+
+    def tracked_in(self, c: Any) -> int:
+        """This model's position, read through a caller's transaction."""
+        return self._tracked(c, self.tracking_name)
+
+    def forget_position(self) -> None:
+        with self._write() as c:
+            c.execute(
+                self._sql(f"DELETE FROM {self.tracking_table} WHERE application_name = ?"),
+                (self.tracking_name,),
+            )
+
+    def _tracked(self, c: Any, name: str) -> int:
+        c.execute(
+            self._sql(
+                f"SELECT notification_id FROM {self.tracking_table} WHERE application_name = ?"
+            ),
+            (name,),
+        )
+        row = c.fetchone()
+        return 0 if row is None else int(_first(row) or 0)
+
+    def _lock_for_swap(self, c: Any) -> int:
+        """Lock out the live projection (and, briefly, readers); return its position."""
+        raise NotImplementedError
+
+    @property
+    def tracking_table(self) -> str:
+        raise NotImplementedError
+
+    def snapshot(self) -> contextlib.AbstractContextManager[Any]:
+        """A read transaction that sees one moment: the position and every row as of it."""
+        return self._read()
+
+    def dump(self, c: Any) -> Iterator[tuple[str, str, str]]:
+        """Every row of both tables as (table, id, body), in id order, read through `c`."""
+        for name in ("rm_outdials", "rm_targets"):
+            c.execute(f"SELECT id, body FROM {self.table(name)} ORDER BY id {self.byte_order}")
+            for row in c.fetchall():
+                yield name, str(row[0]), str(row[1])
 
     # ---- the API's reads ---------------------------------------------------
     def position(self) -> int:
@@ -220,14 +300,6 @@ class ReadModelMixin:
         more = len(rows) > size
         return Page(rows[:size], more, rows[size][0] if more else None)
 
-    def dump(self) -> Iterator[tuple[str, str, str]]:
-        """Every row of both tables as (table, id, body), in id order: for comparisons."""
-        for name in ("rm_outdials", "rm_targets"):
-            with self._read() as c:
-                c.execute(f"SELECT id, body FROM {self.table(name)} ORDER BY id")
-                for row in c.fetchall():
-                    yield name, str(row[0]), str(row[1])
-
 
 class SQLiteReadModel(ReadModelMixin, SQLiteTrackingRecorder):
     def table(self, name: str, suffix: str | None = None) -> str:
@@ -246,9 +318,22 @@ class SQLiteReadModel(ReadModelMixin, SQLiteTrackingRecorder):
         c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
         return c.fetchone() is not None
 
+    @property
+    def tracking_table(self) -> str:
+        return "tracking"
+
+    def _lock_for_swap(self, c: Any) -> int:
+        # A write takes SQLite's one write lock: no projector commits until we do.
+        c.execute(
+            "INSERT INTO tracking VALUES (?, 0) ON CONFLICT (application_name) DO NOTHING",
+            (self.tracking_name,),
+        )
+        return self._tracked(c, self.tracking_name)
+
 
 class PostgresReadModel(ReadModelMixin, PostgresTrackingRecorder):
     param = "%s"
+    byte_order = 'COLLATE "C"'
     CHANNEL = "outdial_readmodel"
 
     def table(self, name: str, suffix: str | None = None) -> str:
@@ -271,6 +356,40 @@ class PostgresReadModel(ReadModelMixin, PostgresTrackingRecorder):
         row = c.fetchone()
         return row is not None and row["oid"] is not None
 
+    @property
+    def tracking_table(self) -> str:
+        return f'"{self.datastore.schema}"."{self.tracking_table_name}"'
+
+    def _lock_for_swap(self, c: Any) -> int:
+        # The tracking row first, as a projector's transaction takes it first too:
+        # the other order could deadlock with a projector mid-page.
+        c.execute(
+            f"INSERT INTO {self.tracking_table} VALUES (%s, 0) "
+            "ON CONFLICT (application_name) DO NOTHING",
+            (self.tracking_name,),
+        )
+        c.execute(
+            f"SELECT notification_id FROM {self.tracking_table} "
+            "WHERE application_name = %s FOR UPDATE",
+            (self.tracking_name,),
+        )
+        row = c.fetchone()
+        c.execute(
+            f"LOCK TABLE {self.table('rm_outdials')}, {self.table('rm_targets')} "
+            "IN ACCESS EXCLUSIVE MODE"
+        )
+        return int(_first(row) or 0)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Any]:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(force_rollback=True),
+            conn.cursor(row_factory=_tuple_row) as c,
+        ):
+            c.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield c
+
     def _after_write(self, c: Any, position: int) -> None:
         # Delivered at commit: query processes waiting for a position wake up.
         c.execute("SELECT pg_notify(%s, %s)", (self.channel, str(position)))
@@ -278,6 +397,15 @@ class PostgresReadModel(ReadModelMixin, PostgresTrackingRecorder):
     @property
     def channel(self) -> str:
         return f"{self.CHANNEL}_{self.datastore.schema}"[:63]
+
+
+def _first(row: Any) -> Any:
+    """The first column of a row of any of the drivers' row types."""
+    if row is None:
+        return None
+    if isinstance(row, dict):
+        return next(iter(row.values()))
+    return row[0]
 
 
 def _tuple_row(cursor: Any) -> Any:
