@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
-from uuid import UUID
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -28,8 +27,10 @@ ShortText = Annotated[str, StringConstraints(max_length=1024)]
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 # user@domain, with an optional port; no spaces, no second "@", no scheme.
 _SIP = re.compile(
-    r"[A-Za-z0-9._~!$&'()*+,;=%-]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?"
+    r"[A-Za-z0-9._~!$&'()*+,;=%-]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(?::([0-9]{1,5}))?"
 )
+# The canonical form only: UUID() would also take braces, "urn:uuid:" and bare hex.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def check_target(address_type: str, target: str) -> None:
@@ -44,18 +45,18 @@ def check_target(address_type: str, target: str) -> None:
         if not phonenumbers.is_possible_number(number):
             raise ValueError("not a possible phone number")
     elif address_type == "sip":
-        if not _SIP.fullmatch(target):
+        match = _SIP.fullmatch(target)
+        if not match:
             raise ValueError("a sip target must be user@domain")
+        if match[2] is not None and not 0 < int(match[2]) < 65536:
+            raise ValueError("a sip port must be 1 to 65535")
     elif address_type == "email":
         try:
             validate_email(target, check_deliverability=False)
         except EmailNotValidError as e:
             raise ValueError(f"not an e-mail address: {e}") from None
-    elif address_type in UUID_ADDRESS_TYPES:
-        try:
-            UUID(target)
-        except ValueError:
-            raise ValueError(f"a {address_type} target must be a UUID") from None
+    elif address_type in UUID_ADDRESS_TYPES and not _UUID.fullmatch(target):
+        raise ValueError(f"a {address_type} target must be a UUID")
 
 
 class Address(BaseModel):

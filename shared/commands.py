@@ -26,7 +26,9 @@ from shared.addresses import Address
 Name = Annotated[str, StringConstraints(max_length=1024)]
 Detail = Annotated[str, StringConstraints(max_length=1024)]
 Data = Annotated[str, StringConstraints(max_length=65536)]
-TryCount = Annotated[int, Field(ge=0, le=1_000_000)]
+TryCount = Annotated[int, Field(ge=0)]
+# A year: longer is surely a mistake, and it keeps the arithmetic on timestamps in range.
+TryIntervalMs = Annotated[int, Field(ge=0, le=365 * 24 * 3600 * 1000)]
 DestinationIndex = Annotated[int, Field(ge=0, le=4)]
 
 MAX_TARGETS_PER_COMMAND = 1000
@@ -133,12 +135,12 @@ class DeleteTarget(_Command):
 class ClaimNextTarget(_Command):
     type: Literal["ClaimNextTarget"]
     outdial_id: UUID
-    max_try_count_0: TryCount = 0
-    max_try_count_1: TryCount = 0
-    max_try_count_2: TryCount = 0
-    max_try_count_3: TryCount = 0
-    max_try_count_4: TryCount = 0
-    try_interval_ms: Annotated[int, Field(ge=0)] = 0
+    max_try_count_0: TryCount
+    max_try_count_1: TryCount
+    max_try_count_2: TryCount
+    max_try_count_3: TryCount
+    max_try_count_4: TryCount
+    try_interval_ms: TryIntervalMs = 0
 
     @property
     def max_try_counts(self) -> tuple[int, int, int, int, int]:

@@ -67,12 +67,10 @@ class OutdialApplication(Application[UUID]):
 
     def receipt_of(self, customer_id: UUID, message_id: str) -> CommandReceipt | None:
         receipt_id = CommandReceipt.create_id(customer_id, message_id)
-        try:
-            receipt: object = self.repository.get(receipt_id)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(receipt, CommandReceipt)
-        return receipt
+        receipt: object = None
+        with contextlib.suppress(AggregateNotFoundError):
+            receipt = self.repository.get(receipt_id)
+        return receipt if isinstance(receipt, CommandReceipt) else None
 
     def position_of(self, receipt: CommandReceipt) -> int | None:
         """Where a receipt stands in the notification log: the position its command

@@ -69,6 +69,7 @@ class CommandConsumer:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outdial-writer")
         self._in_flight: set[asyncio.Task[None]] = set()
         self._store_failures = 0
+        self._stopping = False
         # Strong references: a robust connection holds its channels weakly.
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -86,14 +87,12 @@ class CommandConsumer:
 
     async def stop(self) -> None:
         """Stop taking commands, finish and ack the ones in flight, then close."""
+        self._stopping = True
         if self._queue is not None and self._consumer_tag is not None:
             try:
                 await self._queue.cancel(self._consumer_tag)
             except Exception:  # the broker may already be gone; the channel close requeues
                 log.warning("could not cancel the consumer", exc_info=True)
-        # Deliveries that arrived before the cancel have tasks that may not have
-        # run yet; let them start, so they are waited for below.
-        await asyncio.sleep(0)
         while self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
         if self._connection is not None:
@@ -102,6 +101,10 @@ class CommandConsumer:
         log.info("stopped", extra={"fields": {"queue": COMMAND_QUEUE}})
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            # Delivered as we stop: left unacked, so the broker hands it to the
+            # next consumer when this channel closes. Nothing of it was applied.
+            return
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
@@ -180,14 +183,19 @@ class CommandConsumer:
         if not message.reply_to:
             return
         assert self._channel is not None
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                body=orjson.dumps(reply.body()),
-                content_type=JSON,
-                correlation_id=message.correlation_id,
-            ),
-            routing_key=message.reply_to,
-        )
+        try:
+            await self._channel.default_exchange.publish(
+                aio_pika.Message(
+                    body=orjson.dumps(reply.body()),
+                    content_type=JSON,
+                    correlation_id=message.correlation_id,
+                ),
+                routing_key=message.reply_to,
+            )
+        except aio_pika.exceptions.AMQPError:
+            # The command is done either way; a reply that cannot be sent (too big,
+            # broker hiccup) must not keep the message unacked and redelivered.
+            log.exception("reply failed", extra={"fields": {"message_id": message.message_id}})
 
     async def _dead_letter(self, message: AbstractIncomingMessage, error: str) -> None:
         assert self._channel is not None

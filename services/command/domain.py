@@ -196,9 +196,15 @@ class OutdialTarget(Aggregate):
         self._try_started(destination_index=destination_index)
 
     def update_status(self, status: str) -> None:
-        """Record a dialer's result: `done` (answered) or `idle` (retry later)."""
+        """Record a dialer's result of a try: `done` (answered) or `idle` (retry later)."""
         if status not in (IDLE, DONE):
             raise ValueError(f"status {status!r} is set by starting a try, not reported")
+        if self.status != PROGRESSING:
+            # A result without a try: a duplicate or late report, which must not
+            # reopen a target already done nor close one nobody dialed.
+            raise Conflict(
+                "target_not_progressing", f"the target is {self.status}, not progressing"
+            )
         self._status_updated(status=status)
 
     def delete(self) -> None:

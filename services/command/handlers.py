@@ -223,7 +223,7 @@ def handle(cmd: Command, message_id: str | None, app: OutdialApplication) -> Rep
             reply = Reply.refused(refusal)
             changed = []
         to_save: list[Aggregate] = list(changed)
-        if message_id:
+        if message_id and reply.status_code != NotImplementedYet.status_code:
             # Last, so that its notification id is the command's position.
             to_save.append(
                 CommandReceipt(

@@ -53,7 +53,12 @@ def test_accepts(type_: str, target: str) -> None:
         ("email", "not-an-email"),
         ("email", "a@b"),  # no dot in the domain
         ("email", "two@@example.com"),
+        ("sip", "alice@example.com:99999"),  # no such port
+        ("sip", "alice@example.com:0"),
         *[(t, "not-a-uuid") for t in UUID_TYPES],
+        *[(t, "{6a2d3b0e-6f0e-4c1e-9d5b-1f0b8f9c2a11}") for t in UUID_TYPES],
+        *[(t, "urn:uuid:6a2d3b0e-6f0e-4c1e-9d5b-1f0b8f9c2a11") for t in UUID_TYPES],
+        *[(t, "6a2d3b0e6f0e4c1e9d5b1f0b8f9c2a11") for t in UUID_TYPES],
         *[(t, "+15559876543") for t in UUID_TYPES],
     ],
 )

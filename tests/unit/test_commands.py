@@ -172,3 +172,14 @@ def test_destination_index_is_0_to_4(index: object) -> None:
 def test_unknown_fields_are_ignored() -> None:
     cmd = parse_command(body(type="DeleteOutdial", outdial_id=OUTDIAL, __proto__={"x": 1}))
     assert cmd.type == "DeleteOutdial"
+
+
+def test_claim_next_target_needs_every_max_try_count() -> None:
+    base = {"type": "ClaimNextTarget", "outdial_id": OUTDIAL}
+    counts = {f"max_try_count_{i}": 3 for i in range(5)}
+    cmd = parse_command(body(**base, **{**counts, "max_try_count_4": 2_000_000}))
+    assert cmd.type == "ClaimNextTarget"
+    e = invalid(body(**base, **{k: v for k, v in counts.items() if k != "max_try_count_2"}))
+    assert [d["loc"] for d in e.details] == ["max_try_count_2"]
+    e = invalid(body(**base, **counts, try_interval_ms=10**15))
+    assert [d["loc"] for d in e.details] == ["try_interval_ms"]

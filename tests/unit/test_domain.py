@@ -107,7 +107,7 @@ def test_start_try_counts_and_progresses() -> None:
     ("prepare", "code"),
     [
         (lambda t: t.start_try(0), "target_progressing"),
-        (lambda t: t.update_status("done"), "target_done"),
+        (lambda t: (t.start_try(0), t.update_status("done")), "target_done"),
     ],
 )
 def test_start_try_is_refused_unless_idle(prepare, code: str) -> None:  # type: ignore[no-untyped-def]
@@ -139,6 +139,19 @@ def test_a_result_sets_done_or_idle() -> None:
     assert t.try_counts[0] == 2
     with pytest.raises(ValueError):
         t.update_status("progressing")
+
+
+@pytest.mark.parametrize("status", ["idle", "done"])
+def test_a_result_needs_a_try_in_progress(status: str) -> None:
+    t = new_target()
+    with pytest.raises(Conflict) as e:
+        t.update_status(status)
+    assert e.value.code == "target_not_progressing"
+    t.start_try(0)
+    t.update_status("done")
+    with pytest.raises(Conflict):
+        t.update_status("idle")  # a late report does not reopen a done target
+    assert t.status == "done"
 
 
 def test_next_destination_skips_gaps_zero_maxima_and_exhausted() -> None:

@@ -238,6 +238,9 @@ def test_progressing_then_result(app: OutdialApplication) -> None:
     r = c.send("UpdateTargetStatus", status="done", **ids)
     assert r.data is not None and r.data["status"] == "done"
     assert r.data["try_count_0"] == 1
+    r = c.send("UpdateTargetStatus", status="idle", **ids)
+    assert r.status_code == 409
+    assert r.error is not None and r.error["code"] == "target_not_progressing"
 
 
 def test_add_targets_is_all_or_none(app: OutdialApplication) -> None:
