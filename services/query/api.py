@@ -60,7 +60,7 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
-CUSTOMER = "customer_id"
+CUSTOMER = web.RequestKey("customer_id", str)
 
 
 class ApiError(Exception):
@@ -221,7 +221,7 @@ async def send_command(request: web.Request, command: dict[str, Any]) -> web.Res
         return json_response(orjson.dumps({"error": reply.get("error", {})}), status, **headers)
     data = reply["data"]
     for resource in data.get("result", [data]) if isinstance(data, dict) else []:
-        resource.pop(CUSTOMER, None)
+        resource.pop("customer_id", None)
     return json_response(orjson.dumps(data), 200, **headers)
 
 

@@ -1,0 +1,781 @@
+"""The OpenAPI 3.1 document of the HTTP API (CONTRACT 5), served at `/openapi.json`.
+
+The document is built, not written: request bodies are the JSON schemas of the
+very pydantic command models the service parses (`shared.commands`), minus the
+fields the HTTP layer fills in itself (`type`, `customer_id`, and the
+`outdial_id` of the path); addresses are `shared.addresses.Address`; limits
+(body size, page size, waiting times) are the constants of `services.query.api`.
+So the document cannot drift from the code: change a model and the document
+follows. The response models below exist for documentation only (the API
+answers bodies rendered by `shared.shapes`); unit tests hold them to the
+rendered shapes and to CONTRACT 1's field order.
+
+pydantic puts a model's nested schemas under `$defs`; they are hoisted into
+`components/schemas`, and refs point there (`ref_template`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from services.query.api import (
+    BASE,
+    BUS_TIMEOUT_SECONDS,
+    MAX_BODY,
+    MAX_PAGE_SIZE,
+    MAX_WAIT_SECONDS,
+)
+from shared.addresses import Address
+from shared.commands import (
+    AddTarget,
+    ClaimNextTarget,
+    CreateOutdial,
+    Data,
+    Detail,
+    Name,
+    UpdateOutdial,
+    UpdateOutdialCampaign,
+    UpdateOutdialData,
+)
+from shared.shapes import NEVER
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"
+
+JSON = "application/json"
+TEXT = "text/plain"
+
+# ---- response shapes (documentation only) ------------------------------------
+
+Timestamp = Annotated[
+    str,
+    StringConstraints(pattern=TIMESTAMP_PATTERN),
+    Field(
+        description=f"UTC, `YYYY-MM-DD HH:MM:SS.ffffff`; `{NEVER}` means never.",
+        examples=["2022-04-28 01:41:40.503790", NEVER],
+    ),
+]
+TryCount = Annotated[int, Field(ge=0)]
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class OutdialResource(_Shape):
+    """An outdial, as every route answers it (CONTRACT 1)."""
+
+    id: UUID
+    campaign_id: UUID = Field(
+        description="`00000000-0000-0000-0000-000000000000` until one is set."
+    )
+    name: Name
+    detail: Detail
+    data: Data
+    tm_create: Timestamp
+    tm_update: Timestamp
+    tm_delete: Timestamp
+
+
+class TargetResource(_Shape):
+    """A target of an outdial, as every route answers it (CONTRACT 1).
+
+    Every destination is present: an address (with all five of its fields) or
+    `null`, never `{}`.
+    """
+
+    id: UUID
+    outdial_id: UUID
+    name: Name
+    detail: Detail
+    data: Data
+    status: Literal["idle", "progressing", "done"]
+    destination_0: Address | None
+    destination_1: Address | None
+    destination_2: Address | None
+    destination_3: Address | None
+    destination_4: Address | None
+    try_count_0: TryCount
+    try_count_1: TryCount
+    try_count_2: TryCount
+    try_count_3: TryCount
+    try_count_4: TryCount
+    tm_create: Timestamp
+    tm_update: Timestamp
+    tm_delete: Timestamp
+
+
+_NEXT_PAGE_TOKEN = Field(
+    description=(
+        "Pass as `page_token` for the next page. Empty when this page is empty; "
+        "a non-empty token may still lead to an empty page."
+    )
+)
+
+
+class OutdialList(_Shape):
+    """One page of the customer's live outdials, newest first by `tm_create`."""
+
+    result: list[OutdialResource]
+    next_page_token: str = _NEXT_PAGE_TOKEN
+
+
+class TargetList(_Shape):
+    """One page of an outdial's live targets, newest first by `tm_create`.
+
+    A deleted outdial's targets are hidden: its list is empty.
+    """
+
+    result: list[TargetResource]
+    next_page_token: str = _NEXT_PAGE_TOKEN
+
+
+class AvailableTargets(_Shape):
+    """The targets a `ClaimNextTarget` could pick now, without claiming any."""
+
+    result: list[TargetResource]
+
+
+class ErrorDetail(_Shape):
+    """What is wrong with one field of an invalid command."""
+
+    loc: str = Field(description="The field's dotted path, e.g. `destination_0.target`.")
+    msg: str
+
+
+class ErrorBody(_Shape):
+    """Why a request failed: a stable `code` and a human-readable `message`."""
+
+    code: str = Field(examples=["outdial_not_found", "invalid_command", "unauthorized"])
+    message: str
+    details: list[ErrorDetail] = Field(
+        default_factory=list,
+        description="Only with `invalid_command`: one item per invalid field.",
+    )
+
+
+class Error(_Shape):
+    """The body of every error answer."""
+
+    error: ErrorBody
+
+
+class Health(_Shape):
+    """The process is alive."""
+
+    status: Literal["ok"]
+
+
+class Readiness(_Shape):
+    """Whether the broker and the store are reachable and the projection runs."""
+
+    status: Literal["ready", "not ready"]
+    problems: list[str] = Field(
+        default_factory=list, description="Only when not ready: what is wrong."
+    )
+
+
+# ---- request bodies: the command models, minus what the HTTP layer fills in ----
+
+# component name -> (command model, fields the HTTP layer sets, description)
+_REQUEST_BODIES: dict[str, tuple[type[BaseModel], frozenset[str], str]] = {
+    "CreateOutdialBody": (
+        CreateOutdial,
+        frozenset({"type", "customer_id"}),
+        "The fields of the `CreateOutdial` command.",
+    ),
+    "UpdateOutdialBody": (
+        UpdateOutdial,
+        frozenset({"type", "customer_id", "outdial_id"}),
+        "The fields of the `UpdateOutdial` command.",
+    ),
+    "UpdateOutdialCampaignBody": (
+        UpdateOutdialCampaign,
+        frozenset({"type", "customer_id", "outdial_id"}),
+        "The fields of the `UpdateOutdialCampaign` command.",
+    ),
+    "UpdateOutdialDataBody": (
+        UpdateOutdialData,
+        frozenset({"type", "customer_id", "outdial_id"}),
+        "The fields of the `UpdateOutdialData` command.",
+    ),
+    "AddTargetBody": (
+        AddTarget,
+        frozenset({"type", "customer_id", "outdial_id"}),
+        "The fields of the `AddTarget` command. At least one destination must be set; "
+        "gaps are allowed (`destination_0` null, `destination_2` set).",
+    ),
+}
+
+_RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    OutdialResource,
+    TargetResource,
+    OutdialList,
+    TargetList,
+    AvailableTargets,
+    Error,
+    Health,
+    Readiness,
+)
+
+
+def _hoist(schemas: dict[str, Any], name: str, schema: dict[str, Any]) -> None:
+    """Add `schema` and its `$defs` to `schemas`; a name must not mean two schemas."""
+    for def_name, definition in schema.pop("$defs", {}).items():
+        _add(schemas, def_name, definition)
+    _add(schemas, name, schema)
+
+
+def _add(schemas: dict[str, Any], name: str, schema: dict[str, Any]) -> None:
+    if schemas.setdefault(name, schema) != schema:
+        raise ValueError(f"two different schemas are both named {name!r}")
+
+
+def _request_schema(model: type[BaseModel], dropped: frozenset[str], name: str) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    properties: dict[str, Any] = schema["properties"]
+    missing = dropped - properties.keys()
+    if missing:
+        raise ValueError(f"{model.__name__} has no fields {sorted(missing)}")
+    for field_name in dropped:
+        del properties[field_name]
+    required = [f for f in schema.get("required", []) if f not in dropped]
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
+    schema["title"] = name
+    return schema
+
+
+def _schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in _RESPONSE_MODELS:
+        _hoist(schemas, model.__name__, model.model_json_schema(ref_template=REF_TEMPLATE))
+    for name, (model, dropped, description) in _REQUEST_BODIES.items():
+        schema = _request_schema(model, dropped, name)
+        schema["description"] = description
+        _hoist(schemas, name, schema)
+    return dict(sorted(schemas.items()))
+
+
+# ---- parameters, headers, security ------------------------------------------
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _schema(name: str) -> dict[str, str]:
+    return _ref("schemas", name)
+
+
+def _parameters() -> dict[str, Any]:
+    uuid_schema = {"type": "string", "format": "uuid"}
+    claim = ClaimNextTarget.model_json_schema(ref_template=REF_TEMPLATE)["properties"]
+    parameters: dict[str, Any] = {
+        "OutdialId": {
+            "name": "id",
+            "in": "path",
+            "required": True,
+            "description": "The outdial's id; not a UUID: 400 `invalid_id`.",
+            "schema": uuid_schema,
+        },
+        "TargetId": {
+            "name": "target_id",
+            "in": "path",
+            "required": True,
+            "description": "The target's id; not a UUID: 400 `invalid_id`.",
+            "schema": uuid_schema,
+        },
+        "PageSize": {
+            "name": "page_size",
+            "in": "query",
+            "required": False,
+            "description": (
+                f"Items per page; values over {MAX_PAGE_SIZE} are capped to {MAX_PAGE_SIZE}. "
+                "Not an integer, or below 1: 400 `invalid_page_size`."
+            ),
+            "schema": {"type": "integer", "minimum": 1, "default": MAX_PAGE_SIZE},
+        },
+        "PageToken": {
+            "name": "page_token",
+            "in": "query",
+            "required": False,
+            "description": (
+                "The `next_page_token` of the page before; absent or empty for the first "
+                "page. Anything else: 400 `invalid_page_token`."
+            ),
+            "schema": {"type": "string"},
+        },
+        "MinPosition": {
+            "name": "X-Outdial-Min-Position",
+            "in": "header",
+            "required": False,
+            "description": (
+                "Read your writes: wait (at most "
+                f"{MAX_WAIT_SECONDS:g} s, then 504) until the read model has reached this "
+                "position, the `X-Outdial-Position` of a write's answer. Not an integer: "
+                "400 `invalid_header`."
+            ),
+            "schema": {"type": "integer"},
+        },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": (
+                "The command's `message_id`: a write re-sent with the same key (by the "
+                "same customer) takes effect at most once and answers as the first did."
+            ),
+            "schema": {"type": "string"},
+        },
+        "Limit": {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "description": "At most this many targets.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        },
+    }
+    for i in range(5):
+        schema = {k: v for k, v in claim[f"max_try_count_{i}"].items() if k != "title"}
+        parameters[f"MaxTryCount{i}"] = {
+            "name": f"max_try_count_{i}",
+            "in": "query",
+            "required": False,
+            "description": (
+                f"A target whose `try_count_{i}` has reached this is not available on "
+                f"`destination_{i}` (as in `ClaimNextTarget`)."
+            ),
+            "schema": schema,
+        }
+    return parameters
+
+
+def _position_header(*, required: bool) -> dict[str, Any]:
+    description = (
+        "The event store's position after the command: pass it as "
+        "`X-Outdial-Min-Position` to read this write."
+    )
+    if not required:
+        description += (
+            " Present when the command service answered, not when the HTTP layer refused "
+            "the request itself (`invalid_id`, `invalid_json`)."
+        )
+    return {"description": description, "required": required, "schema": {"type": "integer"}}
+
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "tokenQuery": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "The JWT in `?token=`.",
+    },
+    "tokenCookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "token",
+        "description": "The JWT in the `token` cookie.",
+    },
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "The JWT in `Authorization: Bearer`.",
+    },
+}
+# Any one of the three (alternatives, not all together).
+SECURITY: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+
+
+# ---- responses ----------------------------------------------------------------
+
+_BAD_ID = "a path id is not a UUID (`invalid_id`)"
+_BAD_PAGING = "`page_size` or `page_token` is invalid (`invalid_page_size`, `invalid_page_token`)"
+_BAD_HEADER = "`X-Outdial-Min-Position` is not an integer (`invalid_header`)"
+_BAD_QUERY = "a query parameter is not an integer in its range"
+_BAD_BODY = "the body is not a JSON object (`invalid_json`)"
+_BAD_COMMAND = (
+    "the command is invalid (`invalid_command`, with `details`: one `{loc, msg}` per invalid field)"
+)
+
+
+def _bad_request(*causes: str) -> str:
+    """One sentence: "A, B or C." """
+    listed = causes[0] if len(causes) == 1 else f"{', '.join(causes[:-1])} or {causes[-1]}"
+    return f"{listed[0].upper()}{listed[1:]}."
+
+
+_401 = "No token, or a malformed, expired or wrongly signed one (`unauthorized`)."
+_413 = f"The body is over {MAX_BODY} bytes (`body_too_large`)."
+_500 = "An internal failure (`internal_error`); it is logged."
+_READ_504 = (
+    f"The read model did not reach `X-Outdial-Min-Position` within {MAX_WAIT_SECONDS:g} s "
+    "(`position_not_reached`)."
+)
+_WRITE_504 = (
+    f"The command service did not answer within {BUS_TIMEOUT_SECONDS:g} s "
+    "(`command_timeout`). The command may still take effect: re-send it with the same "
+    "`Idempotency-Key`."
+)
+_OUTDIAL_404_READ = (
+    "No such outdial for this customer: unknown, or another customer's "
+    "(`outdial_not_found`). A deleted outdial stays readable by id."
+)
+_TARGET_404_READ = (
+    "No such target of this outdial for this customer: unknown, or another customer's "
+    "(`target_not_found`). A deleted target stays readable by id."
+)
+_OUTDIAL_404_WRITE = (
+    "No such outdial for this customer: unknown, deleted, or another customer's "
+    "(`outdial_not_found`)."
+)
+_TARGET_404_WRITE = (
+    "No such target of this outdial for this customer: unknown, deleted, or another "
+    "customer's (`target_not_found`)."
+)
+_409 = "The command conflicts with the resource's state."
+
+
+# The statuses a command's reply can have; others (401, 413, 504) are answered
+# before or without one, so without `X-Outdial-Position`.
+_REPLY_STATUSES = frozenset({"200", "400", "404", "409", "500"})
+
+
+def _json(schema_name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _schema(schema_name)}}}
+
+
+def _responses(
+    ok_schema: str, ok_description: str, errors: dict[int, str], *, write: bool
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": _json(ok_schema, ok_description)}
+    for status, description in sorted(errors.items()):
+        responses[str(status)] = _json("Error", description)
+    if write:
+        for code, response in responses.items():
+            if code in _REPLY_STATUSES:
+                answered = code == "200"
+                header = _position_header(required=answered)
+                response["headers"] = {"X-Outdial-Position": header}
+    return responses
+
+
+def _read(
+    operation_id: str,
+    summary: str,
+    tag: str,
+    ok_schema: str,
+    ok_description: str,
+    *,
+    parameters: list[str],
+    errors: dict[int, str],
+) -> dict[str, Any]:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "security": SECURITY,
+        "parameters": [_ref("parameters", p) for p in [*parameters, "MinPosition"]],
+        "responses": _responses(ok_schema, ok_description, errors, write=False),
+    }
+
+
+def _write(
+    operation_id: str,
+    summary: str,
+    tag: str,
+    ok_schema: str,
+    ok_description: str,
+    *,
+    body: str | None,
+    errors: dict[int, str],
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": (
+            "Sent over the bus as a command (CONTRACT 3); answers with the command's reply."
+        ),
+        "tags": [tag],
+        "security": SECURITY,
+        "parameters": [_ref("parameters", "IdempotencyKey")],
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": _schema(body)}},
+        }
+    operation["responses"] = _responses(ok_schema, ok_description, errors, write=True)
+    return operation
+
+
+def _read_errors(*causes: str, not_found: str | None) -> dict[int, str]:
+    errors = {400: _bad_request(*causes, _BAD_HEADER), 401: _401, 500: _500, 504: _READ_504}
+    if not_found is not None:
+        errors[404] = not_found
+    return errors
+
+
+def _write_errors(
+    *causes: str, not_found: str | None, body: bool, conflict: str = _409
+) -> dict[int, str]:
+    errors = {400: _bad_request(*causes), 401: _401, 409: conflict, 500: _500, 504: _WRITE_504}
+    if not_found is not None:
+        errors[404] = not_found
+    if body:
+        errors[413] = _413
+    return errors
+
+
+def _paths() -> dict[str, Any]:
+    outdials = f"{BASE}/outdials"
+    outdial = f"{outdials}/{{id}}"
+    targets = f"{outdial}/targets"
+    target = f"{targets}/{{target_id}}"
+    outdial_id = [_ref("parameters", "OutdialId")]
+    both_ids = [*outdial_id, _ref("parameters", "TargetId")]
+    update_errors = _write_errors(
+        _BAD_ID, _BAD_BODY, _BAD_COMMAND, not_found=_OUTDIAL_404_WRITE, body=True
+    )
+    return {
+        outdials: {
+            "get": _read(
+                "list_outdials",
+                "List the customer's outdials",
+                "outdials",
+                "OutdialList",
+                "One page of outdials.",
+                parameters=["PageSize", "PageToken"],
+                errors=_read_errors(_BAD_PAGING, not_found=None),
+            ),
+            "post": _write(
+                "create_outdial",
+                "Create an outdial (`CreateOutdial`)",
+                "outdials",
+                "OutdialResource",
+                "The new outdial.",
+                body="CreateOutdialBody",
+                errors=_write_errors(
+                    _BAD_BODY,
+                    _BAD_COMMAND,
+                    not_found=None,
+                    body=True,
+                    conflict="An outdial with this `id` already exists (`outdial_exists`).",
+                ),
+            ),
+        },
+        outdial: {
+            "parameters": outdial_id,
+            "get": _read(
+                "get_outdial",
+                "Get an outdial",
+                "outdials",
+                "OutdialResource",
+                "The outdial (also when deleted).",
+                parameters=[],
+                errors=_read_errors(_BAD_ID, not_found=_OUTDIAL_404_READ),
+            ),
+            "put": _write(
+                "update_outdial",
+                "Update an outdial's name and detail (`UpdateOutdial`)",
+                "outdials",
+                "OutdialResource",
+                "The updated outdial.",
+                body="UpdateOutdialBody",
+                errors=update_errors,
+            ),
+            "delete": _write(
+                "delete_outdial",
+                "Delete an outdial, hiding its targets (`DeleteOutdial`)",
+                "outdials",
+                "OutdialResource",
+                "The deleted outdial.",
+                body=None,
+                errors=_write_errors(_BAD_ID, not_found=_OUTDIAL_404_WRITE, body=False),
+            ),
+        },
+        f"{outdial}/campaign_id": {
+            "parameters": outdial_id,
+            "put": _write(
+                "update_outdial_campaign",
+                "Set an outdial's campaign (`UpdateOutdialCampaign`)",
+                "outdials",
+                "OutdialResource",
+                "The updated outdial.",
+                body="UpdateOutdialCampaignBody",
+                errors=update_errors,
+            ),
+        },
+        f"{outdial}/data": {
+            "parameters": outdial_id,
+            "put": _write(
+                "update_outdial_data",
+                "Set an outdial's data (`UpdateOutdialData`)",
+                "outdials",
+                "OutdialResource",
+                "The updated outdial.",
+                body="UpdateOutdialDataBody",
+                errors=update_errors,
+            ),
+        },
+        targets: {
+            "parameters": outdial_id,
+            "get": _read(
+                "list_targets",
+                "List an outdial's targets",
+                "targets",
+                "TargetList",
+                "One page of targets.",
+                parameters=["PageSize", "PageToken"],
+                errors=_read_errors(_BAD_ID, _BAD_PAGING, not_found=_OUTDIAL_404_READ),
+            ),
+            "post": _write(
+                "add_target",
+                "Add a target to an outdial (`AddTarget`)",
+                "targets",
+                "TargetResource",
+                "The new target.",
+                body="AddTargetBody",
+                errors=_write_errors(
+                    _BAD_ID,
+                    _BAD_BODY,
+                    _BAD_COMMAND,
+                    not_found=_OUTDIAL_404_WRITE,
+                    body=True,
+                    conflict="A target with this `id` already exists (`target_exists`).",
+                ),
+            ),
+        },
+        target: {
+            "parameters": both_ids,
+            "get": _read(
+                "get_target",
+                "Get a target",
+                "targets",
+                "TargetResource",
+                "The target (also when deleted).",
+                parameters=[],
+                errors=_read_errors(_BAD_ID, not_found=_TARGET_404_READ),
+            ),
+            "delete": _write(
+                "delete_target",
+                "Delete a target (`DeleteTarget`)",
+                "targets",
+                "TargetResource",
+                "The deleted target.",
+                body=None,
+                errors=_write_errors(_BAD_ID, not_found=_TARGET_404_WRITE, body=False),
+            ),
+        },
+        f"{outdial}/available": {
+            "parameters": outdial_id,
+            "get": {
+                **_read(
+                    "available_targets",
+                    "List the targets available for dialing, without claiming any",
+                    "targets",
+                    "AvailableTargets",
+                    "The available targets, as `ClaimNextTarget` would pick them.",
+                    parameters=[*(f"MaxTryCount{i}" for i in range(5)), "Limit"],
+                    errors={
+                        **_read_errors(_BAD_ID, _BAD_QUERY, not_found=_OUTDIAL_404_READ),
+                        501: "Not implemented yet (`not_implemented`).",
+                    },
+                ),
+                "description": (
+                    "Not implemented yet: answers 501 `not_implemented` until `ClaimNextTarget` is."
+                ),
+            },
+        },
+        **_operations_paths(),
+    }
+
+
+def _operations_paths() -> dict[str, Any]:
+    def open_get(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "get": {
+                "operationId": operation_id,
+                "summary": summary,
+                "tags": ["operations"],
+                "security": [],
+                "responses": responses,
+            }
+        }
+
+    return {
+        "/healthz": open_get(
+            "healthz", "Liveness: the process is alive", {"200": _json("Health", "Alive.")}
+        ),
+        "/readyz": open_get(
+            "readyz",
+            "Readiness: broker and store reachable, projection running",
+            {
+                "200": _json("Readiness", "Ready."),
+                "503": _json("Readiness", "Not ready; `problems` says why."),
+            },
+        ),
+        "/metrics": open_get(
+            "metrics",
+            "Prometheus metrics",
+            {
+                "200": {
+                    "description": "The Prometheus text exposition format.",
+                    "content": {TEXT: {"schema": {"type": "string"}}},
+                }
+            },
+        ),
+        "/openapi.json": open_get(
+            "openapi",
+            "This document",
+            {
+                "200": {
+                    "description": "The OpenAPI 3.1 document of the service.",
+                    "content": {JSON: {"schema": {"type": "object"}}},
+                }
+            },
+        ),
+    }
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("outdial")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1.0 document of every route; built once, do not mutate it."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "outdial",
+            "version": _version(),
+            "description": (
+                "Outbound-dialing lists (outdials) and their targets. Writes are commands "
+                "over the bus and answer with `X-Outdial-Position`; reads come from the "
+                "read model and can wait for a position with `X-Outdial-Min-Position`."
+            ),
+        },
+        "tags": [
+            {"name": "outdials", "description": "Outbound-dialing lists."},
+            {"name": "targets", "description": "The targets of an outdial."},
+            {"name": "operations", "description": "Health, metrics and this document."},
+        ],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "parameters": _parameters(),
+            "securitySchemes": SECURITY_SCHEMES,
+        },
+    }

@@ -1,0 +1,359 @@
+"""The HTTP API of CONTRACT 5 over the real broker and stores, every route and status."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jwt
+import pytest
+
+from shared.client import OutdialClient
+from tests.integration.conftest import AMQP_URL
+from tests.integration.stack import SECRET, Stack, running_stack
+
+pytestmark = pytest.mark.integration
+
+NEVER = "9999-01-01 00:00:00.000000"
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
+OUTDIAL_KEYS = [
+    "id",
+    "campaign_id",
+    "name",
+    "detail",
+    "data",
+    "tm_create",
+    "tm_update",
+    "tm_delete",
+]
+TARGET_KEYS = [
+    "id",
+    "outdial_id",
+    "name",
+    "detail",
+    "data",
+    "status",
+    *[f"destination_{i}" for i in range(5)],
+    *[f"try_count_{i}" for i in range(5)],
+    "tm_create",
+    "tm_update",
+    "tm_delete",
+]
+TUTORIAL_OUTDIAL = {"name": "test outdial", "detail": "outdial for test use.", "data": "test data"}
+TUTORIAL_TARGET = {
+    "name": "test destination 0",
+    "detail": "test detatination 0 detail",
+    "data": "test data",
+    "destination_0": {"type": "tel", "target": "+15559876543"},
+}
+
+
+@pytest.fixture
+async def stack(store_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with running_stack(store_url, tmp_path) as s:
+        yield s
+
+
+def seen(headers: dict[str, str]) -> dict[str, str]:
+    """Read-your-writes: the header that makes a read wait for a write's position."""
+    return {"X-Outdial-Min-Position": headers["X-Outdial-Position"]}
+
+
+async def new_outdial(stack: Stack, token: str) -> tuple[dict[str, Any], dict[str, str]]:
+    status, body, headers = await stack.call("POST", "/v1.0/outdials", token, json=TUTORIAL_OUTDIAL)
+    assert status == 200, body
+    return body, headers
+
+
+async def test_the_tutorials_flow_field_by_field(stack: Stack) -> None:
+    token = stack.token()
+    outdial, headers = await new_outdial(stack, token)
+    assert list(outdial) == OUTDIAL_KEYS
+    assert outdial["campaign_id"] == "00000000-0000-0000-0000-000000000000"
+    assert {k: outdial[k] for k in ("name", "detail", "data")} == TUTORIAL_OUTDIAL
+    assert TIMESTAMP.fullmatch(outdial["tm_create"])
+    assert outdial["tm_update"] == NEVER and outdial["tm_delete"] == NEVER
+    assert int(headers["X-Outdial-Position"]) > 0
+
+    status, listed, _ = await stack.call("GET", "/v1.0/outdials", token, headers=seen(headers))
+    assert status == 200
+    assert list(listed) == ["result", "next_page_token"]
+    assert listed["result"] == [outdial]
+    assert listed["next_page_token"] == outdial["tm_create"]
+
+    status, got, _ = await stack.call("GET", f"/v1.0/outdials/{outdial['id']}", token)
+    assert (status, got) == (200, outdial)
+
+    status, target, headers = await stack.call(
+        "POST", f"/v1.0/outdials/{outdial['id']}/targets", token, json=TUTORIAL_TARGET
+    )
+    assert status == 200, target
+    assert list(target) == TARGET_KEYS
+    assert target["outdial_id"] == outdial["id"]
+    assert target["status"] == "idle"
+    assert target["destination_0"] == {
+        "type": "tel",
+        "target": "+15559876543",
+        "target_name": "",
+        "name": "",
+        "detail": "",
+    }
+    assert [target[f"destination_{i}"] for i in range(1, 5)] == [None] * 4
+    assert [target[f"try_count_{i}"] for i in range(5)] == [0] * 5
+    assert target["tm_update"] == target["tm_create"]
+    assert target["tm_delete"] == NEVER
+
+    status, targets, _ = await stack.call(
+        "GET", f"/v1.0/outdials/{outdial['id']}/targets", token, headers=seen(headers)
+    )
+    assert status == 200
+    assert targets == {"result": [target], "next_page_token": target["tm_create"]}
+    status, got, _ = await stack.call(
+        "GET", f"/v1.0/outdials/{outdial['id']}/targets/{target['id']}", token
+    )
+    assert (status, got) == (200, target)
+
+
+async def test_updates_and_deletes(stack: Stack) -> None:
+    token = stack.token()
+    outdial, _ = await new_outdial(stack, token)
+    path = f"/v1.0/outdials/{outdial['id']}"
+    campaign = str(uuid.uuid4())
+    status, body, _ = await stack.call("PUT", path, token, json={"name": "n2", "detail": "d2"})
+    assert status == 200 and (body["name"], body["detail"]) == ("n2", "d2")
+    assert body["tm_update"] != NEVER
+    status, body, _ = await stack.call(
+        "PUT", f"{path}/campaign_id", token, json={"campaign_id": campaign}
+    )
+    assert status == 200 and body["campaign_id"] == campaign
+    status, body, headers = await stack.call("PUT", f"{path}/data", token, json={"data": "x"})
+    assert status == 200 and body["data"] == "x" and body["name"] == "n2"
+    status, got, _ = await stack.call("GET", path, token, headers=seen(headers))
+    assert got == body
+
+    status, target, _ = await stack.call("POST", f"{path}/targets", token, json=TUTORIAL_TARGET)
+    status, deleted, headers = await stack.call("DELETE", f"{path}/targets/{target['id']}", token)
+    assert status == 200 and deleted["tm_delete"] != NEVER
+    status, got, _ = await stack.call(
+        "GET", f"{path}/targets/{target['id']}", token, headers=seen(headers)
+    )
+    assert (status, got) == (200, deleted)  # still readable by id
+    status, listed, _ = await stack.call("GET", f"{path}/targets", token)
+    assert listed == {"result": [], "next_page_token": ""}
+    status, _, _ = await stack.call("DELETE", f"{path}/targets/{target['id']}", token)
+    assert status == 404
+
+    status, deleted, headers = await stack.call("DELETE", path, token)
+    assert status == 200 and deleted["tm_delete"] != NEVER
+    status, got, _ = await stack.call("GET", path, token, headers=seen(headers))
+    assert (status, got) == (200, deleted)
+    status, listed, _ = await stack.call("GET", "/v1.0/outdials", token)
+    assert listed["result"] == []
+    for method, sub, body in [
+        ("PUT", "", {"name": "", "detail": ""}),
+        ("DELETE", "", None),
+        ("PUT", "/data", {"data": ""}),
+        ("POST", "/targets", TUTORIAL_TARGET),
+    ]:
+        status, error, _ = await stack.call(method, path + sub, token, json=body)
+        assert status == 404, (method, sub)
+        assert error["error"]["code"] == "outdial_not_found"
+
+
+async def test_another_customer_sees_nothing_on_any_route(stack: Stack) -> None:
+    owner, stranger = stack.token(), stack.token()
+    outdial, _ = await new_outdial(stack, owner)
+    path = f"/v1.0/outdials/{outdial['id']}"
+    _, target, headers = await stack.call("POST", f"{path}/targets", owner, json=TUTORIAL_TARGET)
+    wait = seen(headers)
+    for method, sub, body in [
+        ("GET", "", None),
+        ("PUT", "", {"name": "x", "detail": "y"}),
+        ("DELETE", "", None),
+        ("PUT", "/campaign_id", {"campaign_id": str(uuid.uuid4())}),
+        ("PUT", "/data", {"data": "x"}),
+        ("GET", "/targets", None),
+        ("POST", "/targets", TUTORIAL_TARGET),
+        ("GET", f"/targets/{target['id']}", None),
+        ("DELETE", f"/targets/{target['id']}", None),
+    ]:
+        status, error, _ = await stack.call(method, path + sub, stranger, json=body, headers=wait)
+        assert status == 404, (method, sub, error)
+        assert set(error) == {"error"}
+    _, listed, _ = await stack.call("GET", "/v1.0/outdials", stranger)
+    assert listed == {"result": [], "next_page_token": ""}
+    status, got, _ = await stack.call("GET", path, owner)
+    assert (status, got) == (200, outdial)  # untouched
+
+
+async def test_tokens(stack: Stack) -> None:
+    customer = uuid.uuid4()
+    good = stack.token(customer)
+    expired = jwt.encode(
+        {"customer_id": str(customer), "exp": int(time.time()) - 10}, SECRET, algorithm="HS256"
+    )
+    wrong_key = jwt.encode(
+        {"customer_id": str(customer), "exp": int(time.time()) + 60},
+        "another-secret-also-of-at-least-32-bytes",
+        algorithm="HS256",
+    )
+    no_exp = jwt.encode({"customer_id": str(customer)}, SECRET, algorithm="HS256")
+    not_uuid = jwt.encode(
+        {"customer_id": "x", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"
+    )
+    for token in [None, "garbage", expired, wrong_key, no_exp, not_uuid]:
+        status, error, _ = await stack.call("GET", "/v1.0/outdials", token)
+        assert status == 401, token
+        assert error["error"]["code"] == "unauthorized"
+    for url, headers in [
+        (f"/v1.0/outdials?token={good}", {}),
+        ("/v1.0/outdials", {"Cookie": f"token={good}"}),
+        ("/v1.0/outdials", {"Authorization": f"Bearer {good}"}),
+    ]:
+        status, _, _ = await stack.call("GET", url, None, headers=headers)
+        assert status == 200, headers
+
+
+async def test_bad_requests(stack: Stack) -> None:
+    token = stack.token()
+    outdial, _ = await new_outdial(stack, token)
+    path = f"/v1.0/outdials/{outdial['id']}"
+    cases = [
+        ("GET", "/v1.0/outdials/not-a-uuid", None, 400, "invalid_id"),
+        ("GET", f"{path}/targets/123", None, 400, "invalid_id"),
+        ("POST", "/v1.0/outdials", b"{not json", 400, "invalid_json"),
+        ("POST", "/v1.0/outdials", b"[1, 2]", 400, "invalid_json"),
+        ("PUT", path, b"", 400, "invalid_json"),
+        (
+            "POST",
+            "/v1.0/outdials",
+            b'{"name": 5, "detail": "", "data": ""}',
+            400,
+            "invalid_command",
+        ),
+        ("POST", "/v1.0/outdials", b"x" * (1024 * 1024 + 1), 413, "body_too_large"),
+        ("GET", "/v1.0/outdials?page_size=abc", None, 400, "invalid_page_size"),
+        ("GET", "/v1.0/outdials?page_size=0", None, 400, "invalid_page_size"),
+        ("GET", "/v1.0/outdials?page_token=yesterday", None, 400, "invalid_page_token"),
+        ("GET", "/v1.0/nothing-here", None, 404, "not_found"),
+        ("PATCH", path, b"{}", 405, "method_not_allowed"),
+    ]
+    for method, url, data, status_wanted, code in cases:
+        status, error, _ = await stack.call(method, url, token, data=data)
+        assert (status, error["error"]["code"]) == (status_wanted, code), (method, url)
+    status, error, _ = await stack.call(
+        "POST",
+        f"{path}/targets",
+        token,
+        json={**TUTORIAL_TARGET, "destination_0": {"type": "tel", "target": "+1 555 987 6543"}},
+    )
+    assert status == 400
+    assert error["error"]["details"] == [
+        {
+            "loc": "destination_0.target",
+            "msg": "Value error, a tel target must be E.164: '+' then digits only",
+        }
+    ]
+    status, error, _ = await stack.call(
+        "POST", "/v1.0/outdials", token, json={**TUTORIAL_OUTDIAL, "id": outdial["id"]}
+    )
+    assert (status, error["error"]["code"]) == (409, "outdial_exists")
+    status, _, _ = await stack.call("GET", "/v1.0/nothing-here", None)
+    assert status == 404  # unknown is unknown, token or not
+
+
+async def test_a_read_waits_for_its_position_then_gives_up(stack: Stack) -> None:
+    token = stack.token()
+    outdial, headers = await new_outdial(stack, token)
+    status, _, _ = await stack.call(
+        "GET", f"/v1.0/outdials/{outdial['id']}", token, headers=seen(headers)
+    )
+    assert status == 200
+    far = {"X-Outdial-Min-Position": str(int(headers["X-Outdial-Position"]) + 1000)}
+    started = time.monotonic()
+    status, error, _ = await stack.call("GET", "/v1.0/outdials", token, headers=far)
+    assert status == 504
+    assert error["error"]["code"] == "position_not_reached"
+    assert 4.5 < time.monotonic() - started < 10
+    status, error, _ = await stack.call(
+        "GET", "/v1.0/outdials", token, headers={"X-Outdial-Min-Position": "x"}
+    )
+    assert status == 400
+
+
+async def test_operations_routes(stack: Stack) -> None:
+    token = stack.token()
+    await new_outdial(stack, token)
+    status, body, _ = await stack.call("GET", "/healthz", None)
+    assert status == 200
+    status, body, _ = await stack.call("GET", "/readyz", None)
+    assert (status, body) == (200, {"status": "ready"})
+    async with stack.http.get(stack.base + "/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    for name in [
+        "outdial_commands_total",
+        "outdial_command_seconds_bucket",
+        "outdial_projection_position",
+        "outdial_projection_lag_events",
+        "outdial_relay_position",
+        "outdial_http_requests_total",
+    ]:
+        assert name in text, name
+    assert 'outdial_commands_total{outcome="200",type="CreateOutdial"}' in text
+
+
+@pytest.mark.parametrize("page_size", [1, 7, 100])
+async def test_paging_visits_each_of_1000_targets_once(stack: Stack, page_size: int) -> None:
+    token = stack.token()
+    outdial, _ = await new_outdial(stack, token)
+    customer = jwt.decode(token, SECRET, algorithms=["HS256"])["customer_id"]
+    async with OutdialClient(AMQP_URL) as bus:
+        reply = await bus.send(
+            {
+                "type": "AddTargets",
+                "customer_id": customer,
+                "outdial_id": outdial["id"],
+                "targets": [
+                    {
+                        "name": f"t{i}",
+                        "detail": "",
+                        "data": "",
+                        "destination_0": {"type": "tel", "target": "+15559876543"},
+                    }
+                    for i in range(1000)
+                ],
+            }
+        )
+    assert reply["status_code"] == 200
+    created = reply["data"]["result"]
+    wait = {"X-Outdial-Min-Position": str(reply["position"])}
+    seen_ids: list[str] = []
+    token_param = ""
+    pages = 0
+    while True:
+        status, page, _ = await stack.call(
+            "GET",
+            f"/v1.0/outdials/{outdial['id']}/targets?page_size={page_size}{token_param}",
+            token,
+            headers=wait,
+        )
+        assert status == 200
+        pages += 1
+        assert len(page["result"]) <= page_size
+        if not page["result"]:
+            break
+        seen_ids += [t["id"] for t in page["result"]]
+        token_param = "&page_token=" + quote(page["next_page_token"])
+    assert len(seen_ids) == len(set(seen_ids)) == 1000
+    assert set(seen_ids) == {t["id"] for t in created}
+    assert pages == -(-1000 // page_size) + 1
+    # Newest first: tm_create never increases along the pages.
+    by_id = {t["id"]: t["tm_create"] for t in created}
+    stamps = [by_id[i] for i in seen_ids]
+    assert stamps == sorted(stamps, reverse=True)
