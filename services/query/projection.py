@@ -84,6 +84,8 @@ class Projection:
         try:
             self.read_model.write(outdials, targets, notifications[-1].id)
         except IntegrityError:
+            if self.read_model.position() <= position:
+                raise  # not another projector's doing: tracking refused for another reason
             # Another projector wrote this page first; carry on from its position.
             log.info("page already applied elsewhere", extra={"fields": {"after": position}})
         return len(notifications)
