@@ -1,0 +1,173 @@
+"""The event relay of CONTRACT 4: every stored event on `outdial.events`, once per
+delivery, in order, with a message_id that is the same on every delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+
+from services.command.relay import TRACKING_NAME, EventRelay
+from shared.bus import EVENT_EXCHANGE
+from shared.client import OutdialClient
+from tests.integration.conftest import AMQP_URL
+from tests.integration.stack import running_stack
+
+pytestmark = pytest.mark.integration
+
+TEL = {"type": "tel", "target": "+15559876543"}
+OUTDIAL_KEYS = [
+    "id",
+    "campaign_id",
+    "name",
+    "detail",
+    "data",
+    "tm_create",
+    "tm_update",
+    "tm_delete",
+    "customer_id",
+]
+
+
+class Subscriber:
+    """A consumer of outdial.events, bound to every routing key."""
+
+    async def __aenter__(self) -> Subscriber:
+        self.connection = await aio_pika.connect(AMQP_URL)
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(
+            EVENT_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self.queue = await channel.declare_queue(exclusive=True)
+        await self.queue.bind(exchange, "#")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.close()
+
+    async def take(
+        self, count: int, timeout: float = 20
+    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def loop() -> None:
+            while len(taken) < count:
+                message = await self.queue.get(fail=False, no_ack=True)
+                if message is None:
+                    await asyncio.sleep(0.02)
+                else:
+                    taken.append(message)
+
+        await asyncio.wait_for(loop(), timeout)
+        await asyncio.sleep(0.2)
+        assert await self.queue.get(fail=False, no_ack=True) is None, "more events than expected"
+        return taken
+
+
+async def commands(bus: OutdialClient, customer: str) -> None:
+    """Nine events, of every type."""
+
+    async def ok(**fields: Any) -> dict[str, Any]:
+        reply = await bus.send({"customer_id": customer, **fields})
+        assert reply["status_code"] == 200, reply
+        return dict(reply["data"])
+
+    o = (await ok(type="CreateOutdial", name="n", detail="", data=""))["id"]
+    await ok(type="UpdateOutdial", outdial_id=o, name="n2", detail="d2")
+    await ok(type="UpdateOutdialCampaign", outdial_id=o, campaign_id=str(uuid.uuid4()))
+    await ok(type="UpdateOutdialData", outdial_id=o, data="x")
+    t = (await ok(type="AddTarget", outdial_id=o, name="t", detail="", data="", destination_0=TEL))[
+        "id"
+    ]
+    await ok(type="MarkTargetProgressing", outdial_id=o, target_id=t, destination_index=0)
+    await ok(type="UpdateTargetStatus", outdial_id=o, target_id=t, status="done")
+    await ok(type="DeleteTarget", outdial_id=o, target_id=t)
+    await ok(type="DeleteOutdial", outdial_id=o)
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[OutdialClient]:
+    async with OutdialClient(AMQP_URL) as client:
+        yield client
+
+
+async def test_every_event_is_published_in_order_with_the_documented_body(
+    store_url: str, tmp_path: Path, bus: OutdialClient
+) -> None:
+    customer = str(uuid.uuid4())
+    async with Subscriber() as events, running_stack(store_url, tmp_path):
+        await commands(bus, customer)
+        taken = await events.take(9)
+    bodies = [orjson.loads(m.body) for m in taken]
+    assert [b["type"] for b in bodies] == [
+        "outdial_created",
+        "outdial_updated",
+        "outdial_updated",
+        "outdial_updated",
+        "outdialtarget_created",
+        "outdialtarget_updated",
+        "outdialtarget_updated",
+        "outdialtarget_deleted",
+        "outdial_deleted",
+    ]
+    assert [m.routing_key for m in taken] == [b["type"] for b in bodies]
+    for body in bodies:
+        assert list(body) == ["type", "publisher", "data_type", "data", "position"]
+        assert (body["publisher"], body["data_type"]) == ("outdial-manager", "application/json")
+        assert body["data"]["customer_id"] == customer
+    assert list(bodies[0]["data"]) == OUTDIAL_KEYS
+    assert bodies[0]["data"]["tm_update"] == "9999-01-01 00:00:00.000000"
+    assert bodies[1]["data"]["name"] == "n2"
+    assert bodies[5]["data"]["status"] == "progressing"
+    assert bodies[5]["data"]["try_count_0"] == 1
+    assert bodies[6]["data"]["status"] == "done"
+    assert bodies[8]["data"]["tm_delete"] != "9999-01-01 00:00:00.000000"
+    positions = [b["position"] for b in bodies]
+    assert positions == sorted(set(positions))
+    assert len({m.message_id for m in taken}) == 9
+    assert all(m.content_type == "application/json" for m in taken)
+
+
+async def test_the_relay_resumes_without_gaps_and_republishes_with_equal_message_ids(
+    store_url: str, tmp_path: Path, bus: OutdialClient
+) -> None:
+    customer = str(uuid.uuid4())
+    async with Subscriber() as events, running_stack(store_url, tmp_path, ["command"]) as stack:
+
+        async def relay_all() -> None:
+            relay = EventRelay(stack.rt.app, AMQP_URL, page_size=4)
+            await relay.connect()
+            try:
+                while await relay.relay_page():
+                    pass
+            finally:
+                await relay.close()
+
+        await commands(bus, customer)
+        await relay_all()
+        first = await events.take(9)
+        await commands(bus, customer)
+        await relay_all()  # a new relay: carries on from the tracked position
+        second = await events.take(9)
+        positions = [orjson.loads(m.body)["position"] for m in first + second]
+        assert positions == sorted(set(positions))
+
+        # A relay that lost its position (as after a crash before tracking it)
+        # publishes again: the same events, in the same order, with equal ids.
+        tracking = stack.rt.app.factory.tracking_recorder()
+        with tracking.datastore.transaction(commit=True) as c:  # type: ignore[attr-defined]
+            table = getattr(tracking, "tracking_table_name", "tracking")
+            schema = getattr(tracking.datastore, "schema", None)  # type: ignore[attr-defined]
+            name = f'"{schema}"."{table}"' if schema else table
+            param = "%s" if schema else "?"
+            c.execute(f"DELETE FROM {name} WHERE application_name = {param}", (TRACKING_NAME,))
+        await relay_all()
+        again = await events.take(18)
+    assert [m.message_id for m in again] == [m.message_id for m in first + second]
+    assert [m.body for m in again] == [m.body for m in first + second]
