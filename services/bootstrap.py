@@ -16,10 +16,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
+from uuid import UUID
 
 from aiohttp import web
 
@@ -35,6 +37,7 @@ from services.query.positions import (
 )
 from services.query.projection import Projection
 from services.query.read_model import PostgresReadModel, ReadModelMixin, SQLiteReadModel
+from shared import shapes
 from shared.client import OutdialClient
 from shared.config import Settings
 from shared.metrics import PROJECTION_LAG, PROJECTION_POSITION
@@ -159,6 +162,16 @@ async def follow_log(
 
 def command_consumer(rt: Runtime) -> Component:
     rt.consumer_here = True
+    read_model = rt.read_model
+
+    def available_targets(
+        outdial_id: UUID, most: Sequence[int], updated_before: datetime | None, limit: int
+    ) -> list[UUID]:
+        before = None if updated_before is None else shapes.timestamp(updated_before)
+        rows = read_model.available(str(outdial_id), most, before, limit)
+        return [UUID(target_id) for target_id, _ in rows]
+
+    rt.app.available_targets = available_targets
     consumer = CommandConsumer(
         rt.app, rt.settings.amqp_url, prefetch=rt.settings.prefetch, on_stored=rt.stored.notify
     )

@@ -8,6 +8,8 @@ transaction, and finds the receipt of a command already handled.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +25,17 @@ from services.command.domain import (
 )
 from shared.store import Store, notification_id_of, parse_store_url, prepare_store
 
+# Finds candidates for a claim: ids of an outdial's available targets, least
+# recently updated first, given the max try counts, an optional "not updated
+# since" and a limit. The read model answers (see `claim_next_target`).
+AvailableTargets = Callable[[UUID, Sequence[int], datetime | None, int], list[UUID]]
+
+
+def _no_candidates(
+    outdial_id: UUID, max_try_counts: Sequence[int], updated_before: datetime | None, limit: int
+) -> list[UUID]:
+    raise RuntimeError("no read model is wired to find available targets")
+
 
 class OutdialApplication(Application[UUID]):
     name = "outdial"
@@ -32,6 +45,8 @@ class OutdialApplication(Application[UUID]):
             prepare_store(store)
             env = {**store.env, **(env or {})}
         super().__init__(env=env)
+        # Wired by bootstrap to the read model of the same store.
+        self.available_targets: AvailableTargets = _no_candidates
 
     @classmethod
     def from_url(cls, database_url: str) -> OutdialApplication:

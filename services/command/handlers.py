@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from eventsourcing.domain import Aggregate
@@ -26,6 +27,7 @@ from services.command.domain import (
     CommandReceipt,
     Conflict,
     DomainError,
+    NoAvailableTarget,
     Outdial,
     OutdialTarget,
 )
@@ -197,14 +199,41 @@ def update_target_status(cmd: UpdateTargetStatus, app: OutdialApplication) -> Ou
     return Outcome(_target(target), [target])
 
 
-class NotImplementedYet(DomainError):
-    status_code = 501
-    code = "not_implemented"
+# Candidates asked of the read model per claim. It may lag the store by a few
+# events, so some candidates may turn out taken; the aggregate has the last word.
+CLAIM_CANDIDATES = 50
 
 
 @handles(ClaimNextTarget)
 def claim_next_target(cmd: ClaimNextTarget, app: OutdialApplication) -> Outcome:
-    raise NotImplementedYet("ClaimNextTarget is not implemented yet")
+    """The least recently updated available target, progressing on its next
+    destination. The read model proposes candidates; each is checked against its
+    aggregate, and two claimers of one target collide on its version at save, so
+    no target is ever handed out twice (the loser is run again by `handle`)."""
+    app.outdial_of(cmd.customer_id, cmd.outdial_id)
+    most = cmd.max_try_counts
+    cutoff = None
+    if cmd.try_interval_ms:
+        cutoff = datetime.now(UTC) - timedelta(milliseconds=cmd.try_interval_ms)
+    for target_id in app.available_targets(cmd.outdial_id, most, cutoff, CLAIM_CANDIDATES):
+        target: object = app.repository.get(target_id)
+        if not isinstance(target, OutdialTarget) or not target.belongs_to(
+            cmd.customer_id, cmd.outdial_id
+        ):
+            continue
+        index = target.next_destination(most)
+        if index is None or not target.is_available(most):
+            continue
+        if cutoff is not None and (target.tm_update or target.tm_create) > cutoff:
+            continue
+        target.start_try(index)
+        data = {
+            "target": _target(target),
+            "destination_index": index,
+            "destination": shapes.address(target.destinations[index]),
+        }
+        return Outcome(data, [target])
+    raise NoAvailableTarget(f"no target of outdial {cmd.outdial_id} is available")
 
 
 def handle(cmd: Command, message_id: str | None, app: OutdialApplication) -> Reply:
@@ -223,7 +252,7 @@ def handle(cmd: Command, message_id: str | None, app: OutdialApplication) -> Rep
             reply = Reply.refused(refusal)
             changed = []
         to_save: list[Aggregate] = list(changed)
-        if message_id and reply.status_code != NotImplementedYet.status_code:
+        if message_id:
             # Last, so that its notification id is the command's position.
             to_save.append(
                 CommandReceipt(

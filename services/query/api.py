@@ -33,6 +33,7 @@ log = logging.getLogger("outdial.api")
 BASE = "/v1.0"
 MAX_BODY = 1024 * 1024
 MAX_PAGE_SIZE = 100
+MAX_AVAILABLE = 1000
 MAX_WAIT_SECONDS = 5.0
 BUS_TIMEOUT_SECONDS = 10.0
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
@@ -318,9 +319,32 @@ async def delete_target(request: web.Request) -> web.Response:
     )
 
 
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"invalid_{name}", f"{name} is not an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be {low} to {high}")
+    return value
+
+
 async def available_targets(request: web.Request) -> web.Response:
-    path_id(request, "id")
-    raise ApiError(501, "not_implemented", "the available query comes with ClaimNextTarget")
+    """The targets a claim could get now (CONTRACT 2), without claiming them."""
+    outdial_id = path_id(request, "id")
+    most = [query_int(request, f"max_try_count_{i}", 0, 0, 2**31 - 1) for i in range(5)]
+    limit = query_int(request, "limit", MAX_PAGE_SIZE, 1, MAX_AVAILABLE)
+    await reached_min_position(request)
+    rm = request.app[SERVICES].read_model
+    found = await in_thread(request, rm.outdial, request[CUSTOMER], outdial_id)
+    if found is None:
+        raise ApiError(404, "outdial_not_found", f"outdial {outdial_id} not found")
+    rows = [] if found[1] else await in_thread(request, rm.available, outdial_id, most, None, limit)
+    items = b",".join(body.encode() for _, body in rows)
+    return json_response(b'{"result":[' + items + b'],"next_page_token":""}')
 
 
 # ---- operations --------------------------------------------------------------

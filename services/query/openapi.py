@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from services.query.api import (
     BASE,
     BUS_TIMEOUT_SECONDS,
+    MAX_AVAILABLE,
     MAX_BODY,
     MAX_PAGE_SIZE,
     MAX_WAIT_SECONDS,
@@ -139,6 +140,7 @@ class AvailableTargets(_Shape):
     """The targets a `ClaimNextTarget` could pick now, without claiming any."""
 
     result: list[TargetResource]
+    next_page_token: str = Field("", description="Always empty: the list is not paged.")
 
 
 class ErrorDetail(_Shape):
@@ -339,8 +341,8 @@ def _parameters() -> dict[str, Any]:
             "name": "limit",
             "in": "query",
             "required": False,
-            "description": "At most this many targets.",
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+            "description": "At most this many targets (default 100).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_AVAILABLE, "default": 100},
         },
     }
     for i in range(5):
@@ -685,13 +687,13 @@ def _paths() -> dict[str, Any]:
                     "AvailableTargets",
                     "The available targets, as `ClaimNextTarget` would pick them.",
                     parameters=[*(f"MaxTryCount{i}" for i in range(5)), "Limit"],
-                    errors={
-                        **_read_errors(_BAD_ID, _BAD_QUERY, not_found=_OUTDIAL_404_READ),
-                        501: "Not implemented yet (`not_implemented`).",
-                    },
+                    errors=_read_errors(_BAD_ID, _BAD_QUERY, not_found=_OUTDIAL_404_READ),
                 ),
                 "description": (
-                    "Not implemented yet: answers 501 `not_implemented` until `ClaimNextTarget` is."
+                    "Idle, not deleted targets with a present destination whose try count is "
+                    "below its `max_try_count_i` (a missing `max_try_count_i` is 0: that "
+                    "destination is never tried), least recently updated first. A deleted "
+                    "outdial has none."
                 ),
             },
         },

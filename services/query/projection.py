@@ -32,6 +32,8 @@ def outdial_row(o: Outdial) -> OutdialRow:
 
 def target_row(t: OutdialTarget) -> TargetRow:
     body = orjson.dumps(shapes.target(t)).decode()
+    present = sum(1 << i for i, d in enumerate(t.destinations) if d is not None)
+    c = t.try_counts
     return (
         str(t.id),
         str(t.outdial_id),
@@ -39,6 +41,13 @@ def target_row(t: OutdialTarget) -> TargetRow:
         shapes.timestamp(t.tm_create),
         int(t.deleted),
         t.status,
+        shapes.timestamp(t.tm_update),
+        present,
+        c[0],
+        c[1],
+        c[2],
+        c[3],
+        c[4],
         body,
     )
 

@@ -33,7 +33,12 @@ LIVE = ""
 NEXT = "_next"
 
 OutdialRow = tuple[str, str, str, int, str]  # id, customer_id, tm_create, deleted, body
-TargetRow = tuple[str, str, str, str, int, str, str]  # id, outdial_id, customer_id, ..., body
+# id, outdial_id, customer_id, tm_create, deleted, status, tm_update, present, 5 try counts, body
+TargetRow = tuple[str, str, str, str, int, str, str, int, int, int, int, int, int, str]
+TARGET_COLUMNS = (
+    "id, outdial_id, customer_id, tm_create, deleted, status, tm_update, present, "
+    "try_count_0, try_count_1, try_count_2, try_count_3, try_count_4, body"
+)
 
 
 _TABLES = [
@@ -47,7 +52,12 @@ _TABLES = [
         "rm_targets",
         "id TEXT PRIMARY KEY, outdial_id TEXT NOT NULL, customer_id TEXT NOT NULL, "
         "tm_create TEXT NOT NULL, deleted INTEGER NOT NULL, status TEXT NOT NULL, "
-        "body TEXT NOT NULL",
+        # What the available query filters on: when it last changed, which
+        # destinations exist (bit i: destination_i), and the tries of each.
+        "tm_update TEXT NOT NULL, present INTEGER NOT NULL, "
+        "try_count_0 INTEGER NOT NULL, try_count_1 INTEGER NOT NULL, "
+        "try_count_2 INTEGER NOT NULL, try_count_3 INTEGER NOT NULL, "
+        "try_count_4 INTEGER NOT NULL, body TEXT NOT NULL",
         "outdial_id",
     ),
 ]
@@ -105,6 +115,13 @@ class ReadModelMixin:
                     f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {table} "
                     f"({owner}, tm_create DESC, id DESC) WHERE deleted = 0"
                 )
+                if name == "rm_targets":
+                    # The available query: idle targets of an outdial, least recently
+                    # updated first; done, progressing and deleted ones are not in it.
+                    c.execute(
+                        f"CREATE INDEX rm_targets_idle_{uuid.uuid4().hex[:12]} ON {table} "
+                        "(outdial_id, tm_update, id) WHERE deleted = 0 AND status = 'idle'"
+                    )
 
     def _exists(self, c: Any, table: str) -> bool:
         raise NotImplementedError
@@ -148,10 +165,13 @@ class ReadModelMixin:
         if targets:
             c.executemany(
                 self._sql(
-                    f"INSERT INTO {self.table('rm_targets')} "
-                    "(id, outdial_id, customer_id, tm_create, deleted, status, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                    "deleted = excluded.deleted, status = excluded.status, body = excluded.body"
+                    f"INSERT INTO {self.table('rm_targets')} ({TARGET_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET deleted = excluded.deleted, "
+                    "status = excluded.status, tm_update = excluded.tm_update, "
+                    "try_count_0 = excluded.try_count_0, try_count_1 = excluded.try_count_1, "
+                    "try_count_2 = excluded.try_count_2, try_count_3 = excluded.try_count_3, "
+                    "try_count_4 = excluded.try_count_4, body = excluded.body"
                 ),
                 targets,
             )
@@ -256,6 +276,40 @@ class ReadModelMixin:
             )
             row = c.fetchone()
         return None if row is None else str(row[0])
+
+    def available(
+        self,
+        outdial_id: str,
+        max_try_counts: Sequence[int],
+        updated_before: str | None,
+        limit: int,
+    ) -> list[tuple[str, str]]:
+        """Available targets (CONTRACT 2) as (id, body), least recently updated first:
+        idle, not deleted, some present destination with tries left, and (when
+        `updated_before` is given) not changed since. The outdial's own state is
+        the caller's business."""
+        tries_left = " OR ".join(
+            f"((present & {1 << i}) != 0 AND try_count_{i} < ?)"
+            for i, most in enumerate(max_try_counts)
+            if most > 0
+        )
+        if not tries_left:
+            return []  # no destination may be tried at all
+        params: list[Any] = [outdial_id, *(m for m in max_try_counts if m > 0)]
+        where = f"outdial_id = ? AND deleted = 0 AND status = 'idle' AND ({tries_left})"
+        if updated_before is not None:
+            where += " AND tm_update <= ?"
+            params.append(updated_before)
+        params.append(limit)
+        with self._read() as c:
+            c.execute(
+                self._sql(
+                    f"SELECT id, body FROM {self.table('rm_targets')} WHERE {where} "
+                    "ORDER BY tm_update, id LIMIT ?"
+                ),
+                params,
+            )
+            return [(str(r[0]), str(r[1])) for r in c.fetchall()]
 
     def outdials_page(
         self, customer_id: str, after: tuple[str, str | None] | None, size: int

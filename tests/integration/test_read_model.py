@@ -33,6 +33,13 @@ def test_paging_breaks_ties_of_tm_create_by_id(store_url: str, page_size: int) -
                 tm,
                 int(i % 10 == 0),
                 "idle",
+                tm,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
                 orjson.dumps({"id": target_id}).decode(),
             )
         )

@@ -15,6 +15,7 @@ import pytest
 
 from services.query.api import (
     BASE,
+    MAX_AVAILABLE,
     MAX_PAGE_SIZE,
     OPEN_PATHS,
     ApiError,
@@ -303,7 +304,8 @@ def test_error_statuses(doc: dict[str, Any]) -> None:
     assert "409" in doc["paths"][f"{BASE}/outdials"]["post"]["responses"]
     assert "404" not in doc["paths"][f"{BASE}/outdials"]["post"]["responses"]
     available = doc["paths"][f"{BASE}/outdials/{{id}}/available"]["get"]["responses"]
-    assert "501" in available
+    assert "501" not in available
+    assert {"200", "400", "404"} <= set(available)
     readyz = doc["paths"]["/readyz"]["get"]["responses"]
     assert set(readyz) == {"200", "503"}
     metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]
@@ -328,7 +330,7 @@ def test_available_parameters(doc: dict[str, Any]) -> None:
         assert schema["type"] == "integer"
         assert schema["minimum"] == 0
     limit = params["query", "limit"]["schema"]
-    assert limit == {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}
+    assert limit == {"type": "integer", "minimum": 1, "maximum": MAX_AVAILABLE, "default": 100}
     ok = doc["paths"][f"{BASE}/outdials/{{id}}/available"]["get"]["responses"]["200"]
     result = deref(doc, ok["content"]["application/json"]["schema"])["properties"]["result"]
     assert result["items"] == {"$ref": "#/components/schemas/TargetResource"}
