@@ -278,3 +278,91 @@ def test_a_command_without_message_id_is_applied_without_receipt(app: OutdialApp
     assert r.status_code == 200
     topics = [n.topic for n in app.recorder.select_notifications(start=None, limit=10)]
     assert not any(CommandReceipt.__qualname__ in t for t in topics)
+
+
+def scan_available(app: OutdialApplication):  # type: ignore[no-untyped-def]
+    """A stand-in for the read model: every target, checked one by one."""
+
+    def available_targets(outdial_id, most, updated_before, limit):  # type: ignore[no-untyped-def]
+        found = []
+        for n in app.recorder.select_notifications(start=None, limit=10**9):
+            if n.topic.endswith("OutdialTarget.Created"):
+                t = app.repository.get(n.originator_id)
+                recent = updated_before is not None and t.tm_update > updated_before
+                if t.outdial_id == outdial_id and t.is_available(most) and not recent:
+                    found.append(t)
+        found.sort(key=lambda t: (t.tm_update, str(t.id)))
+        return [t.id for t in found[:limit]]
+
+    return available_targets
+
+
+def test_claims_hand_out_each_target_once_least_recently_updated_first(
+    app: OutdialApplication,
+) -> None:
+    app.available_targets = scan_available(app)
+    c = Customer(app)
+    outdial_id = c.outdial()
+    gap = {"destination_0": None, "destination_2": TEL}
+    first = c.target(outdial_id)["id"]
+    second = c.target(outdial_id, **gap)["id"]
+    most = {f"max_try_count_{i}": 1 for i in range(5)}
+    r = c.send("ClaimNextTarget", outdial_id=outdial_id, **most)
+    assert r.status_code == 200 and r.data is not None
+    assert list(r.data) == ["target", "destination_index", "destination"]
+    assert (r.data["target"]["id"], r.data["destination_index"]) == (first, 0)
+    assert r.data["destination"] == {
+        "type": "tel",
+        "target": "+15559876543",
+        "target_name": "",
+        "name": "",
+        "detail": "",
+    }
+    assert r.data["target"]["status"] == "progressing"
+    assert r.data["target"]["try_count_0"] == 1
+    r = c.send("ClaimNextTarget", outdial_id=outdial_id, **most)
+    assert r.data is not None
+    assert (r.data["target"]["id"], r.data["destination_index"]) == (second, 2)  # the gap skipped
+    r = c.send("ClaimNextTarget", outdial_id=outdial_id, **most)
+    assert r.status_code == 404
+    assert r.error is not None and r.error["code"] == "no_available_target"
+    # A failed try returns the target; with its one try used it is exhausted.
+    ids = {"outdial_id": outdial_id, "target_id": first}
+    assert c.send("UpdateTargetStatus", status="idle", **ids).status_code == 200
+    assert c.send("ClaimNextTarget", outdial_id=outdial_id, **most).status_code == 404
+    r = c.send("ClaimNextTarget", outdial_id=outdial_id, **{**most, "max_try_count_0": 2})
+    assert r.data is not None and r.data["target"]["id"] == first
+    assert r.data["target"]["try_count_0"] == 2
+
+
+def test_claims_respect_zero_maxima_intervals_and_deletion(app: OutdialApplication) -> None:
+    app.available_targets = scan_available(app)
+    c = Customer(app)
+    outdial_id = c.outdial()
+    target_id = c.target(outdial_id)["id"]
+    none = {f"max_try_count_{i}": 0 for i in range(5)}
+    r = c.send("ClaimNextTarget", outdial_id=outdial_id, **none)
+    assert r.status_code == 404  # a destination with max 0 is never tried
+    one = {**none, "max_try_count_0": 5}
+    r = c.send("ClaimNextTarget", outdial_id=outdial_id, try_interval_ms=60_000, **one)
+    assert r.status_code == 404  # created just now: tried "less than a minute ago"
+    c.send("DeleteTarget", outdial_id=outdial_id, target_id=target_id)
+    assert c.send("ClaimNextTarget", outdial_id=outdial_id, **one).status_code == 404
+    c.target(outdial_id)
+    c.send("DeleteOutdial", outdial_id=outdial_id)
+    r = c.send("ClaimNextTarget", outdial_id=outdial_id, **one)
+    assert r.status_code == 404
+    assert r.error is not None and r.error["code"] == "outdial_not_found"
+
+
+def test_a_stale_candidate_is_checked_against_its_aggregate(app: OutdialApplication) -> None:
+    """The read model may lag: a candidate it still shows idle is taken already."""
+    c = Customer(app)
+    outdial_id = c.outdial()
+    taken = c.target(outdial_id)["id"]
+    free = c.target(outdial_id)["id"]
+    c.send("MarkTargetProgressing", outdial_id=outdial_id, target_id=taken, destination_index=0)
+    app.available_targets = lambda *_: [uuid.UUID(taken), uuid.UUID(free)]
+    most = {f"max_try_count_{i}": 3 for i in range(5)}
+    r = c.send("ClaimNextTarget", outdial_id=outdial_id, **most)
+    assert r.data is not None and r.data["target"]["id"] == free
