@@ -29,6 +29,7 @@ from services.command.application import OutdialApplication
 from services.command.consumer import CommandConsumer
 from services.command.relay import EventRelay
 from services.query.api import Services, make_app
+from services.query.envelope import EnvelopeListener
 from services.query.positions import (
     PositionBoard,
     follow_by_listening,
@@ -250,6 +251,14 @@ def http_api(rt: Runtime) -> Component:
         return None
 
     services.readiness += [store_reachable, broker_reachable, projection_running]
+    # The platform's request envelope: the same bus client, read model and positions.
+    envelope = EnvelopeListener(
+        rt.settings.amqp_url,
+        rt.read_model,
+        bus,
+        rt.board,
+        lambda: rt.app.recorder.max_notification_id() or 0,
+    )
 
     async def start() -> None:
         await bus.connect()
@@ -262,12 +271,14 @@ def http_api(rt: Runtime) -> Component:
             else:
                 follower = follow_by_polling(rt.board, rt.read_model.position)
             rt.background(follower, "positions")
+        await envelope.start()
         await runner.setup()
         await web.TCPSite(runner, "0.0.0.0", rt.settings.http_port).start()
         print(f"outdial: HTTP API on http://127.0.0.1:{rt.settings.http_port}/", flush=True)
 
     async def stop() -> None:
         await runner.cleanup()
+        await envelope.stop()
         await bus.close()
         services.executor.shutdown(wait=False)
 

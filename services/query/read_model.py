@@ -265,6 +265,32 @@ class ReadModelMixin:
             row = c.fetchone()
         return None if row is None else (row[0], bool(row[1]))
 
+    def outdial_by_id(self, outdial_id: str) -> tuple[str, str, bool] | None:
+        """Any customer's outdial: (body, customer_id, deleted). For trusted callers only."""
+        with self._read() as c:
+            c.execute(
+                self._sql(
+                    f"SELECT body, customer_id, deleted FROM {self.table('rm_outdials')} "
+                    "WHERE id = ?"
+                ),
+                (outdial_id,),
+            )
+            row = c.fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), bool(row[2]))
+
+    def target_by_id(self, target_id: str) -> tuple[str, str, str, bool] | None:
+        """Any customer's target: (body, outdial_id, customer_id, deleted). Trusted callers only."""
+        with self._read() as c:
+            c.execute(
+                self._sql(
+                    f"SELECT body, outdial_id, customer_id, deleted FROM "
+                    f"{self.table('rm_targets')} WHERE id = ?"
+                ),
+                (target_id,),
+            )
+            row = c.fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]), bool(row[3]))
+
     def target(self, customer_id: str, outdial_id: str, target_id: str) -> str | None:
         with self._read() as c:
             c.execute(
