@@ -42,7 +42,7 @@ from shared import shapes
 from shared.client import OutdialClient
 from shared.config import Settings
 from shared.metrics import PROJECTION_LAG, PROJECTION_POSITION
-from shared.store import Store, parse_store_url, postgres_conninfo
+from shared.store import Store, parse_store_url, postgres_conninfo, schema_lock
 
 log = logging.getLogger("outdial")
 
@@ -96,9 +96,11 @@ class Runtime:
         cls: type[SQLiteReadModel | PostgresReadModel] = (
             SQLiteReadModel if self.store.kind == "sqlite" else PostgresReadModel
         )
-        read_model = self.app.factory.tracking_recorder(cls)
-        assert isinstance(read_model, ReadModelMixin)
-        read_model.create_views()
+        factory = self.app.factory  # first: making the app takes the lock itself
+        with schema_lock(self.store):
+            read_model = factory.tracking_recorder(cls)
+            assert isinstance(read_model, ReadModelMixin)
+            read_model.create_views()
         return read_model
 
     def background(self, coroutine: Awaitable[None], name: str) -> asyncio.Task[None]:
@@ -209,7 +211,9 @@ def projector(rt: Runtime) -> Component:
 
 
 def relay(rt: Runtime) -> Component:
-    event_relay = EventRelay(rt.app, rt.settings.amqp_url)
+    app = rt.app  # first: making the app takes the lock itself
+    with schema_lock(rt.store):  # the relay's tracking table may be new
+        event_relay = EventRelay(app, rt.settings.amqp_url)
     tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:

@@ -11,6 +11,8 @@ URL, so nothing depends on hand-set `PERSISTENCE_MODULE`/`POSTGRES_*` variables.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -80,6 +82,26 @@ def prepare_store(store: Store) -> None:
 
     with connect_postgres(store) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(store.schema)))
+
+
+# Any fixed number: the key of the advisory lock that serialises schema changes.
+_DDL_LOCK = 0x0DD1A1
+
+
+@contextlib.contextmanager
+def schema_lock(store: Store) -> Iterator[None]:
+    """Serialise creating tables among processes starting at once on one PostgreSQL
+    database: concurrent `CREATE ... IF NOT EXISTS` can still fail there with a
+    unique violation. SQLite serialises writers by itself."""
+    if store.kind != "postgres":
+        yield
+        return
+    with connect_postgres(store) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_DDL_LOCK,))
 
 
 def postgres_conninfo(store: Store) -> str:
@@ -158,4 +180,5 @@ __all__ = [
     "parse_store_url",
     "postgres_conninfo",
     "prepare_store",
+    "schema_lock",
 ]

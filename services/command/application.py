@@ -23,7 +23,13 @@ from services.command.domain import (
     OutdialTarget,
     TargetNotFound,
 )
-from shared.store import Store, notification_id_of, parse_store_url, prepare_store
+from shared.store import (
+    Store,
+    notification_id_of,
+    parse_store_url,
+    prepare_store,
+    schema_lock,
+)
 
 # Finds candidates for a claim: ids of an outdial's available targets, least
 # recently updated first, given the max try counts, an optional "not updated
@@ -41,10 +47,12 @@ class OutdialApplication(Application[UUID]):
     name = "outdial"
 
     def __init__(self, store: Store | None = None, env: dict[str, str] | None = None):
-        if store is not None:
-            prepare_store(store)
-            env = {**store.env, **(env or {})}
-        super().__init__(env=env)
+        if store is None:
+            super().__init__(env=env)
+        else:
+            with schema_lock(store):
+                prepare_store(store)
+                super().__init__(env={**store.env, **(env or {})})
         # Wired by bootstrap to the read model of the same store.
         self.available_targets: AvailableTargets = _no_candidates
 

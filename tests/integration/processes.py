@@ -43,10 +43,12 @@ async def wait_for_log(process: subprocess.Popen[str], msg: str, timeout: float 
     stderr = process.stderr
 
     def read() -> None:
+        lines = []
         for line in stderr:
             if f'"msg":"{msg}"' in line:
                 return
-        raise AssertionError(f"the process ended before logging {msg!r}")
+            lines.append(line)
+        raise AssertionError(f"the process ended before logging {msg!r}:\n{''.join(lines)}")
 
     await asyncio.wait_for(asyncio.to_thread(read), timeout)
 
