@@ -30,16 +30,15 @@ import orjson
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
 )
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from services.command.application import OutdialApplication
 from services.command.handlers import Reply, handle
-from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, JSON
+from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
 from shared.commands import Command, InvalidCommand, parse_command
 from shared.metrics import COMMAND_SECONDS, COMMANDS
+from shared.queue_consumer import QueueConsumer
 
 log = logging.getLogger("outdial.command")
 
@@ -51,7 +50,9 @@ class StoreUnavailable(Exception):
     pass
 
 
-class CommandConsumer:
+class CommandConsumer(QueueConsumer):
+    queue_name = COMMAND_QUEUE
+
     def __init__(
         self,
         app: OutdialApplication,
@@ -60,60 +61,22 @@ class CommandConsumer:
         prefetch: int = 64,
         on_stored: Callable[[], None] = lambda: None,
     ):
+        super().__init__(amqp_url, prefetch=prefetch)
         self.app = app
         # Told after each command that stored events, so readers of the log in
         # this process (projector, relay) need not poll for them.
         self.on_stored = on_stored
-        self.amqp_url = amqp_url
-        self.prefetch = prefetch
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outdial-writer")
-        self._in_flight: set[asyncio.Task[None]] = set()
         self._store_failures = 0
-        self._stopping = False
-        # Strong references: a robust connection holds its channels weakly.
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
 
-    async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
-        self._channel = await self._connection.channel()
-        await self._channel.set_qos(prefetch_count=self.prefetch)
-        self._queue = await self._channel.declare_queue(COMMAND_QUEUE, durable=True)
-        await self._channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
-        self._consumer_tag = await self._queue.consume(self._on_message)
-        log.info("consuming", extra={"fields": {"queue": COMMAND_QUEUE}})
+    async def declare(self, channel: AbstractChannel) -> None:
+        await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
 
     async def stop(self) -> None:
-        """Stop taking commands, finish and ack the ones in flight, then close."""
-        self._stopping = True
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except Exception:  # the broker may already be gone; the channel close requeues
-                log.warning("could not cancel the consumer", exc_info=True)
-        while self._in_flight:
-            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
+        await super().stop()
         self._writer.shutdown(wait=True)
-        log.info("stopped", extra={"fields": {"queue": COMMAND_QUEUE}})
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if self._stopping:
-            # Delivered as we stop: left unacked, so the broker hands it to the
-            # next consumer when this channel closes. Nothing of it was applied.
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._in_flight.add(task)
-        try:
-            await self._process(message)
-        finally:
-            self._in_flight.discard(task)
-
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def process(self, message: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
         command_type: str | None = None
         try:
@@ -180,28 +143,17 @@ class CommandConsumer:
             raise StoreUnavailable(str(e)) from e
 
     async def _reply(self, message: AbstractIncomingMessage, reply: Reply) -> None:
-        if not message.reply_to:
-            return
-        assert self._channel is not None
         try:
-            await self._channel.default_exchange.publish(
-                aio_pika.Message(
-                    body=orjson.dumps(reply.body()),
-                    content_type=JSON,
-                    correlation_id=message.correlation_id,
-                ),
-                routing_key=message.reply_to,
-            )
+            await self.publish_reply(message, orjson.dumps(reply.body()))
         except aio_pika.exceptions.AMQPError:
             # The command is done either way; a reply that cannot be sent (too big,
             # broker hiccup) must not keep the message unacked and redelivered.
             log.exception("reply failed", extra={"fields": {"message_id": message.message_id}})
 
     async def _dead_letter(self, message: AbstractIncomingMessage, error: str) -> None:
-        assert self._channel is not None
         headers: dict[str, Any] = dict(message.headers or {})
         headers["x-outdial-error"] = error[:4096]
-        await self._channel.default_exchange.publish(
+        await self.channel.default_exchange.publish(
             aio_pika.Message(
                 body=message.body,
                 headers=headers,

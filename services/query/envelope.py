@@ -27,18 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import aio_pika
 import orjson
 from aio_pika.abc import (
-    AbstractChannel,
     AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
 )
 
 from services.query.positions import PositionBoard
 from services.query.read_model import Page, ReadModelMixin
 from shared.client import OutdialClient
+from shared.queue_consumer import QueueConsumer
 
 log = logging.getLogger("outdial.envelope")
 
@@ -140,7 +137,9 @@ def _outdial(body: str, customer_id: str) -> dict[str, Any]:
     return {"id": shape.pop("id"), "customer_id": customer_id, **shape}
 
 
-class EnvelopeListener:
+class EnvelopeListener(QueueConsumer):
+    queue_name = REQUEST_QUEUE
+
     def __init__(
         self,
         amqp_url: str,
@@ -151,58 +150,15 @@ class EnvelopeListener:
         *,
         prefetch: int = 32,
     ):
-        self.amqp_url = amqp_url
+        super().__init__(amqp_url, prefetch=prefetch)
         self.read_model = read_model
         self.bus = bus
         self.board = board
         self.head = head
-        self.prefetch = prefetch
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._stopping = False
-        self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
 
-    async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
-        self._channel = await self._connection.channel()
-        await self._channel.set_qos(prefetch_count=self.prefetch)
-        self._queue = await self._channel.declare_queue(REQUEST_QUEUE, durable=True)
-        self._consumer_tag = await self._queue.consume(self._on_message)
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except Exception:
-                log.warning("could not cancel the consumer", exc_info=True)
-        while self._in_flight:
-            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if self._stopping:
-            return  # unacked: redelivered to another listener
-        task = asyncio.current_task()
-        assert task is not None
-        self._in_flight.add(task)
-        try:
-            response = await self.respond(message.body)
-            if message.reply_to and self._channel is not None:
-                await self._channel.default_exchange.publish(
-                    aio_pika.Message(
-                        orjson.dumps(response),
-                        content_type=JSON,
-                        correlation_id=message.correlation_id,
-                    ),
-                    routing_key=message.reply_to,
-                )
-            await message.ack()
-        finally:
-            self._in_flight.discard(task)
+    async def process(self, message: AbstractIncomingMessage) -> None:
+        await self.publish_reply(message, orjson.dumps(await self.respond(message.body)))
+        await message.ack()
 
     async def respond(self, raw: bytes) -> dict[str, Any]:
         """The response envelope to one request envelope."""
@@ -261,11 +217,15 @@ class EnvelopeListener:
             )
         return dict(reply["data"])
 
-    async def owner_of_outdial(self, outdial_id: str) -> str:
+    async def outdial(self, outdial_id: str) -> tuple[str, str, bool]:
+        """Any customer's outdial: (body, customer_id, deleted), or 404."""
         found = await self._read(self.read_model.outdial_by_id, outdial_id)
         if found is None:
             raise Refused(404, "outdial_not_found", f"outdial {outdial_id} not found")
-        return str(found[1])
+        return found  # type: ignore[no-any-return]
+
+    async def owner_of_outdial(self, outdial_id: str) -> str:
+        return (await self.outdial(outdial_id))[1]
 
     async def target_of(self, target_id: str) -> tuple[str, str]:
         """(outdial_id, customer_id) of a target."""
@@ -334,10 +294,8 @@ async def list_outdials(listener: EnvelopeListener, request: Request) -> Any:
 
 @route("GET", r"/v1/outdials/<id>")
 async def get_outdial(listener: EnvelopeListener, request: Request) -> Any:
-    found = await listener._read(listener.read_model.outdial_by_id, request.ids[0])
-    if found is None:
-        raise Refused(404, "outdial_not_found", f"outdial {request.ids[0]} not found")
-    return _outdial(found[0], found[1])
+    body, customer, _ = await listener.outdial(request.ids[0])
+    return _outdial(body, customer)
 
 
 @route("PUT", r"/v1/outdials/<id>")
@@ -378,11 +336,8 @@ async def add_target(listener: EnvelopeListener, request: Request) -> Any:
 @route("GET", r"/v1/outdials/<id>/targets")
 async def list_targets(listener: EnvelopeListener, request: Request) -> Any:
     outdial_id = request.ids[0]
-    found = await listener._read(listener.read_model.outdial_by_id, outdial_id)
-    if found is None:
-        raise Refused(404, "outdial_not_found", f"outdial {outdial_id} not found")
-    if found[2]:
-        return []
+    if (await listener.outdial(outdial_id))[2]:
+        return []  # a deleted outdial's targets are hidden
     after, size = listener.paging(request)
     page = await listener._read(listener.read_model.targets_page, outdial_id, after, size)
     return _bodies(page)
@@ -395,11 +350,8 @@ async def available_targets(listener: EnvelopeListener, request: Request) -> Any
     # read them from the data: either works here, the query string first.
     most = [request.number(f"try_count_{i}", 0) for i in range(5)]
     limit = request.number("limit", DEFAULT_PAGE_SIZE) or DEFAULT_PAGE_SIZE
-    found = await listener._read(listener.read_model.outdial_by_id, outdial_id)
-    if found is None:
-        raise Refused(404, "outdial_not_found", f"outdial {outdial_id} not found")
-    if found[2]:
-        return []
+    if (await listener.outdial(outdial_id))[2]:
+        return []  # a deleted outdial's targets are never available
     rows = await listener._read(listener.read_model.available, outdial_id, most, None, limit)
     return [orjson.loads(body) for _, body in rows]
 

@@ -13,38 +13,10 @@ import pytest
 from services.command.handlers import handle
 from shared.client import OutdialClient
 from shared.commands import parse_command
+from tests.expected import BUS_OUTDIAL_KEYS, BUS_TARGET_KEYS, NEVER, TEL, TIMESTAMP
 from tests.integration.conftest import Service, dead_letters
 
 pytestmark = pytest.mark.integration
-
-TEL = {"type": "tel", "target": "+15559876543"}
-NEVER = "9999-01-01 00:00:00.000000"
-OUTDIAL_KEYS = [
-    "id",
-    "campaign_id",
-    "name",
-    "detail",
-    "data",
-    "tm_create",
-    "tm_update",
-    "tm_delete",
-    "customer_id",
-]
-TARGET_KEYS = [
-    "id",
-    "outdial_id",
-    "name",
-    "detail",
-    "data",
-    "status",
-    *[f"destination_{i}" for i in range(5)],
-    *[f"try_count_{i}" for i in range(5)],
-    "tm_create",
-    "tm_update",
-    "tm_delete",
-    "customer_id",
-]
-TIMESTAMP = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"
 
 
 def topics(service: Service) -> Counter[str]:
@@ -90,7 +62,7 @@ async def test_the_tutorials_values_answer_the_tutorials_shapes(
     assert list(r) == ["status_code", "data", "position"]
     assert r["status_code"] == 200
     outdial = r["data"]
-    assert list(outdial) == OUTDIAL_KEYS
+    assert list(outdial) == BUS_OUTDIAL_KEYS
     assert outdial["campaign_id"] == "00000000-0000-0000-0000-000000000000"
     assert (outdial["name"], outdial["detail"], outdial["data"]) == (
         "test outdial",
@@ -112,10 +84,10 @@ async def test_the_tutorials_values_answer_the_tutorials_shapes(
     assert r2["status_code"] == 200
     assert r2["position"] > r["position"]
     target = r2["data"]
-    assert list(target) == TARGET_KEYS
+    assert list(target) == BUS_TARGET_KEYS
     assert {
         k: target[k]
-        for k in TARGET_KEYS
+        for k in BUS_TARGET_KEYS
         if k not in ("id", "tm_create", "tm_update", "customer_id")
     } == {
         "outdial_id": outdial["id"],
@@ -142,9 +114,8 @@ async def test_the_tutorials_values_answer_the_tutorials_shapes(
         "tm_delete": NEVER,
     }
     assert target["tm_update"] == target["tm_create"]
-    import re
 
-    assert re.match(TIMESTAMP, target["tm_create"])
+    assert TIMESTAMP.fullmatch(target["tm_create"])
 
 
 async def test_every_command(service: Service, client: OutdialClient) -> None:

@@ -17,10 +17,9 @@ import pytest
 from services.command.application import OutdialApplication
 from services.command.handlers import Reply, handle
 from shared.commands import parse_command
+from tests.expected import TEL
 
 pytestmark = pytest.mark.integration
-
-TEL = {"type": "tel", "target": "+15559876543"}
 
 
 def send(app: OutdialApplication, customer: str, type_: str, **fields: Any) -> Reply:

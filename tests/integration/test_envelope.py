@@ -5,7 +5,6 @@ JSON value, thresholds of /available in the query string or in the data)."""
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,13 +15,11 @@ import orjson
 import pytest
 
 from services.query.envelope import REQUEST_QUEUE
+from tests.expected import NEVER, TIMESTAMP
 from tests.integration.conftest import AMQP_URL
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
-
-NEVER = "9999-01-01 00:00:00.000000"
-TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
 
 
 class Platform:

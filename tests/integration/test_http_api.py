@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,36 +13,12 @@ import jwt
 import pytest
 
 from shared.client import OutdialClient
+from tests.expected import NEVER, OUTDIAL_KEYS, TARGET_KEYS, TIMESTAMP
 from tests.integration.conftest import AMQP_URL
 from tests.integration.stack import SECRET, Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
-NEVER = "9999-01-01 00:00:00.000000"
-TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
-OUTDIAL_KEYS = [
-    "id",
-    "campaign_id",
-    "name",
-    "detail",
-    "data",
-    "tm_create",
-    "tm_update",
-    "tm_delete",
-]
-TARGET_KEYS = [
-    "id",
-    "outdial_id",
-    "name",
-    "detail",
-    "data",
-    "status",
-    *[f"destination_{i}" for i in range(5)],
-    *[f"try_count_{i}" for i in range(5)],
-    "tm_create",
-    "tm_update",
-    "tm_delete",
-]
 TUTORIAL_OUTDIAL = {"name": "test outdial", "detail": "outdial for test use.", "data": "test data"}
 TUTORIAL_TARGET = {
     "name": "test destination 0",

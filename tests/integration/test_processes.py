@@ -15,6 +15,7 @@ import jwt
 import pytest
 
 from services.command.application import OutdialApplication
+from tests.expected import TEL
 from tests.integration.conftest import purge_command_queues
 from tests.integration.processes import (
     OUTDIAL,
@@ -25,8 +26,6 @@ from tests.integration.processes import (
 )
 
 pytestmark = pytest.mark.integration
-
-TEL = {"type": "tel", "target": "+15559876543"}
 
 
 def created_targets(store_url: str) -> int:

@@ -19,12 +19,11 @@ from services.query import replay
 from services.query.projection import Projection
 from services.query.read_model import PostgresReadModel, ReadModelMixin, SQLiteReadModel
 from shared.commands import parse_command
+from tests.expected import TEL
 from tests.integration.processes import start, wait_for_log
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
-
-TEL = {"type": "tel", "target": "+15559876543"}
 
 
 def read_model_of(app: OutdialApplication, url: str) -> ReadModelMixin:

@@ -16,23 +16,11 @@ import pytest
 from services.command.relay import TRACKING_NAME, EventRelay
 from shared.bus import EVENT_EXCHANGE
 from shared.client import OutdialClient
+from tests.expected import BUS_OUTDIAL_KEYS, TEL
 from tests.integration.conftest import AMQP_URL
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration
-
-TEL = {"type": "tel", "target": "+15559876543"}
-OUTDIAL_KEYS = [
-    "id",
-    "campaign_id",
-    "name",
-    "detail",
-    "data",
-    "tm_create",
-    "tm_update",
-    "tm_delete",
-    "customer_id",
-]
 
 
 class Subscriber:
@@ -121,7 +109,7 @@ async def test_every_event_is_published_in_order_with_the_documented_body(
         assert list(body) == ["type", "publisher", "data_type", "data", "position"]
         assert (body["publisher"], body["data_type"]) == ("outdial-manager", "application/json")
         assert body["data"]["customer_id"] == customer
-    assert list(bodies[0]["data"]) == OUTDIAL_KEYS
+    assert list(bodies[0]["data"]) == BUS_OUTDIAL_KEYS
     assert bodies[0]["data"]["tm_update"] == "9999-01-01 00:00:00.000000"
     assert bodies[1]["data"]["name"] == "n2"
     assert bodies[5]["data"]["status"] == "progressing"

@@ -12,34 +12,7 @@ from services.command.application import OutdialApplication
 from services.command.domain import CommandReceipt, Outdial, OutdialTarget
 from services.command.handlers import Reply, handle
 from shared.commands import parse_command
-
-TEL = {"type": "tel", "target": "+15559876543"}
-OUTDIAL_KEYS = [
-    "id",
-    "campaign_id",
-    "name",
-    "detail",
-    "data",
-    "tm_create",
-    "tm_update",
-    "tm_delete",
-    "customer_id",
-]
-TARGET_KEYS = [
-    "id",
-    "outdial_id",
-    "name",
-    "detail",
-    "data",
-    "status",
-    *[f"destination_{i}" for i in range(5)],
-    *[f"try_count_{i}" for i in range(5)],
-    "tm_create",
-    "tm_update",
-    "tm_delete",
-    "customer_id",
-]
-NEVER = "9999-01-01 00:00:00.000000"
+from tests.expected import BUS_OUTDIAL_KEYS, BUS_TARGET_KEYS, NEVER, TEL
 
 
 @pytest.fixture
@@ -91,7 +64,7 @@ def test_create_outdial_answers_the_tutorials_shape(app: OutdialApplication) -> 
     r = c.send("CreateOutdial", name="test outdial", detail="outdial for test use.", data="")
     assert r.status_code == 200
     assert r.data is not None and r.position is not None and r.position > 0
-    assert list(r.data) == OUTDIAL_KEYS
+    assert list(r.data) == BUS_OUTDIAL_KEYS
     assert r.data["campaign_id"] == "00000000-0000-0000-0000-000000000000"
     assert r.data["tm_update"] == NEVER and r.data["tm_delete"] == NEVER
     assert r.data["customer_id"] == c.id
@@ -101,7 +74,7 @@ def test_create_outdial_answers_the_tutorials_shape(app: OutdialApplication) -> 
 def test_add_target_answers_the_tutorials_shape(app: OutdialApplication) -> None:
     c = Customer(app)
     t = c.target(c.outdial())
-    assert list(t) == TARGET_KEYS
+    assert list(t) == BUS_TARGET_KEYS
     assert t["destination_0"] == {
         "type": "tel",
         "target": "+15559876543",
