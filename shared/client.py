@@ -27,8 +27,9 @@ from shared.config import DEFAULT_AMQP_URL
 
 
 class OutdialClient:
-    def __init__(self, amqp_url: str = DEFAULT_AMQP_URL):
+    def __init__(self, amqp_url: str = DEFAULT_AMQP_URL, *, queue: str = COMMAND_QUEUE):
         self.amqp_url = amqp_url
+        self.queue = queue  # another only to measure the bus itself (bench/)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -45,7 +46,7 @@ class OutdialClient:
         self._connection = await aio_pika.connect_robust(self.amqp_url)
         self._channel = await self._connection.channel()
         # Declared here too, so a command sent before the service first starts waits for it.
-        await self._channel.declare_queue(COMMAND_QUEUE, durable=True)
+        await self._channel.declare_queue(self.queue, durable=True)
         # A name of our own, so the robust connection redeclares the same queue after a reconnect.
         self._replies = await self._channel.declare_queue(
             f"outdial.reply.{uuid.uuid4()}", exclusive=True, auto_delete=True
@@ -111,6 +112,6 @@ class OutdialClient:
                 correlation_id=correlation_id,
                 reply_to=self._replies.name if reply else None,
             ),
-            routing_key=COMMAND_QUEUE,
+            routing_key=self.queue,
             mandatory=True,
         )

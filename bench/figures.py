@@ -1,0 +1,325 @@
+"""The figures of the benchmark suite, each a ratio against a baseline of the same run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aiohttp
+
+from bench.harness import (
+    Child,
+    Load,
+    amqp_url,
+    dumps,
+    free_port,
+    fresh_store,
+    outdial,
+    python_module,
+    rpc_load,
+    start,
+)
+from services.command.application import OutdialApplication
+from services.command.handlers import handle
+from services.query import replay
+from services.query.read_model import PostgresReadModel, ReadModelMixin, SQLiteReadModel
+from shared import tokens
+from shared.client import OutdialClient
+from shared.commands import parse_command
+
+ECHO_QUEUE = "bench.echo"
+TEL = {"type": "tel", "target": "+15559876543"}
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    baseline: float
+    unit: str
+    target: str  # e.g. ">= 0.9"
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else float("inf")
+
+    @property
+    def meets(self) -> bool:
+        op, bound = self.target.split()
+        return self.ratio >= float(bound) if op == ">=" else self.ratio <= float(bound)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio, "meets": self.meets}
+
+
+def add_target(customer: str, outdial_id: str, i: int) -> bytes:
+    return dumps(
+        {
+            "type": "AddTarget",
+            "customer_id": customer,
+            "outdial_id": outdial_id,
+            "name": f"target {i}",
+            "detail": "",
+            "data": "",
+            "destination_0": TEL,
+        }
+    )
+
+
+def add_targets(customer: str, outdial_id: str, count: int) -> bytes:
+    return dumps(
+        {
+            "type": "AddTargets",
+            "customer_id": customer,
+            "outdial_id": outdial_id,
+            "targets": [
+                {"name": f"t{i}", "detail": "", "data": "", "destination_0": TEL}
+                for i in range(count)
+            ],
+        }
+    )
+
+
+async def new_outdial(client: OutdialClient, customer: str) -> str:
+    reply = await client.send(
+        {
+            "type": "CreateOutdial",
+            "customer_id": customer,
+            "name": "bench",
+            "detail": "",
+            "data": "",
+        }
+    )
+    return str(reply["data"]["id"])
+
+
+async def measured(
+    child: Child, client: OutdialClient, bodies: list[bytes], concurrency: int
+) -> tuple[Load, float]:
+    """A load, and the CPU seconds the child spent on it."""
+    before = child.cpu()
+    load = await rpc_load(client, bodies, concurrency)
+    return load, child.cpu() - before
+
+
+async def command_path(store: str, commands: int, concurrency: int, batches: int) -> list[Figure]:
+    """AddTarget over the bus against the bare echo server: rate, CPU, and AddTargets."""
+    figures = []
+    customer = str(uuid.uuid4())
+    with fresh_store(store) as (url, cwd):
+        echo = start(python_module("bench.echo", ECHO_QUEUE), {}, cwd, "ready")
+        service = start(outdial("command"), {"OUTDIAL_DATABASE_URL": url}, cwd, '"msg":"ready"')
+        try:
+            async with (
+                OutdialClient(amqp_url(), queue=ECHO_QUEUE) as echo_client,
+                OutdialClient(amqp_url()) as client,
+            ):
+                outdial_id = await new_outdial(client, customer)
+                bodies = [add_target(customer, outdial_id, i) for i in range(commands)]
+                await rpc_load(echo_client, bodies[:200], concurrency)  # warm both up
+                await rpc_load(
+                    client, [add_target(customer, outdial_id, -i) for i in range(200)], concurrency
+                )
+                bare, bare_cpu = await measured(echo, echo_client, bodies, concurrency)
+                ours, our_cpu = await measured(service, client, bodies, concurrency)
+                assert all(r["status_code"] == 200 for r in ours.replies), ours.replies[:3]
+                figures.append(
+                    Figure(
+                        f"AddTarget commands/s at concurrency {concurrency}",
+                        ours.per_second,
+                        bare.per_second,
+                        "/s",
+                        ">= 0.9",
+                    )
+                )
+                figures.append(
+                    Figure(
+                        "CPU ms per AddTarget (service process)",
+                        our_cpu / commands * 1000,
+                        bare_cpu / commands * 1000,
+                        "ms",
+                        "<= 1.0",
+                    )
+                )
+                big = [add_targets(customer, outdial_id, 1000) for _ in range(batches)]
+                many = await rpc_load(client, big, 1, timeout=120)
+                assert all(r["status_code"] == 200 for r in many.replies)
+                figures.append(
+                    Figure(
+                        "targets/s through AddTargets of 1,000 (vs AddTarget commands/s)",
+                        batches * 1000 / many.seconds,
+                        ours.per_second,
+                        "/s",
+                        ">= 10",
+                    )
+                )
+        finally:
+            service.stop()
+            echo.stop()
+    return figures
+
+
+async def latency_by_size(store: str, big: int, samples: int) -> list[Figure]:
+    """p50 AddTarget latency in an outdial of `big` targets against one of 100."""
+    customer = str(uuid.uuid4())
+    with fresh_store(store) as (url, cwd):
+        service = start(outdial("command"), {"OUTDIAL_DATABASE_URL": url}, cwd, '"msg":"ready"')
+        try:
+            async with OutdialClient(amqp_url()) as client:
+                small_id = await new_outdial(client, customer)
+                big_id = await new_outdial(client, customer)
+                await client.send_raw(add_targets(customer, small_id, 100))
+                for done in range(0, big, 1000):
+                    await client.send_raw(
+                        add_targets(customer, big_id, min(1000, big - done)), timeout=120
+                    )
+                result = {}
+                for outdial_id in (small_id, big_id, small_id, big_id):
+                    load = await rpc_load(
+                        client, [add_target(customer, outdial_id, i) for i in range(samples)], 1
+                    )
+                    result[outdial_id] = load.percentile(0.5)  # the second round counts
+        finally:
+            service.stop()
+    return [
+        Figure(
+            f"p50 AddTarget latency, outdial of {big:,} vs 100 targets",
+            result[big_id] * 1000,
+            result[small_id] * 1000,
+            "ms",
+            "<= 1.2",
+        )
+    ]
+
+
+def fill_store(app: OutdialApplication, events: int) -> int:
+    customer = str(uuid.uuid4())
+
+    def send(body: bytes) -> Any:
+        return handle(parse_command(body), str(uuid.uuid4()), app)
+
+    outdial_id = send(
+        dumps(
+            {"type": "CreateOutdial", "customer_id": customer, "name": "", "detail": "", "data": ""}
+        )
+    ).data["id"]
+    while (app.recorder.max_notification_id() or 0) < events:
+        send(add_targets(customer, outdial_id, 1000))
+    return app.recorder.max_notification_id() or 0
+
+
+def replay_speed(store: str, events: int) -> list[Figure]:
+    """Rebuilding every read model against a plain read and decode of the same events."""
+    with fresh_store(store) as (url, _):
+        app = OutdialApplication.from_url(url)
+        try:
+            head = fill_store(app, events)
+            started = time.perf_counter()
+            position = 0
+            while page := app.recorder.select_notifications(
+                position, 1000, inclusive_of_start=False
+            ):
+                for notification in page:
+                    app.mapper.to_domain_event(notification)
+                position = page[-1].id
+            plain = head / (time.perf_counter() - started)
+            cls = SQLiteReadModel if store == "sqlite" else PostgresReadModel
+            read_model = app.factory.tracking_recorder(cls)
+            assert isinstance(read_model, ReadModelMixin)
+            read_model.create_views()
+            started = time.perf_counter()
+            with open("/dev/null", "w") as quiet:
+                replay.rebuild(app, read_model, out=quiet)
+            rebuilt = head / (time.perf_counter() - started)
+        finally:
+            app.close()
+    return [
+        Figure(
+            f"replay events/s, {head:,} events (vs plain read and decode)",
+            rebuilt,
+            plain,
+            "/s",
+            ">= 0.5",
+        )
+    ]
+
+
+def http_load(url: str, requests: int, concurrency: int, headers: dict[str, str]) -> float:
+    out = subprocess.run(
+        python_module(
+            "bench.http_load",
+            url,
+            str(requests),
+            str(concurrency),
+            *(f"{k}={v}" for k, v in headers.items()),
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    result = json.loads(out)
+    assert result["errors"] == 0, result
+    return float(result["per_second"])
+
+
+async def http_reads(store: str, requests: int, concurrency: int) -> list[Figure]:
+    """The two hot GETs against a bare aiohttp handler answering the same bytes."""
+    figures = []
+    customer = uuid.uuid4()
+    with fresh_store(store) as (url, cwd):
+        port = free_port()
+        env = {
+            "OUTDIAL_DATABASE_URL": url,
+            "OUTDIAL_HTTP_PORT": str(port),
+            "OUTDIAL_JWT_SECRET": "bench-secret-bench-secret-bench-secret",
+        }
+        service = start(outdial("run"), env, cwd, '"msg":"ready"')
+        try:
+            async with OutdialClient(amqp_url()) as client:
+                outdial_id = await new_outdial(client, str(customer))
+                reply = await client.send_raw(add_targets(str(customer), outdial_id, 100))
+            token = tokens.mint(customer, env["OUTDIAL_JWT_SECRET"])
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "X-Outdial-Min-Position": str(reply["position"]),
+            }
+            base = f"http://127.0.0.1:{port}/v1.0/outdials/{outdial_id}"
+            for name, path, target in [
+                (
+                    "HTTP GET /outdials/{id}/targets?page_size=100 req/s",
+                    "/targets?page_size=100",
+                    ">= 0.5",
+                ),
+                ("HTTP GET /outdials/{id} req/s", "", ">= 0.7"),
+            ]:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(base + path, headers=headers) as r,
+                ):
+                    body = await r.read()
+                body_file = cwd / "body.json"
+                body_file.write_bytes(body)
+                bare_port = free_port()
+                bare = start(
+                    python_module("bench.http_bare", str(bare_port), str(body_file)),
+                    {},
+                    cwd,
+                    "ready",
+                )
+                try:
+                    bare_rate = http_load(
+                        f"http://127.0.0.1:{bare_port}/x", requests, concurrency, {}
+                    )
+                finally:
+                    bare.stop()
+                ours = http_load(base + path, requests, concurrency, headers)
+                figures.append(Figure(name, ours, bare_rate, "/s", target))
+        finally:
+            service.stop()
+    return figures
