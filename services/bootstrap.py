@@ -168,10 +168,14 @@ def command_consumer(rt: Runtime) -> Component:
     read_model = rt.read_model
 
     def available_targets(
-        outdial_id: UUID, most: Sequence[int], updated_before: datetime | None, limit: int
+        outdial_id: UUID,
+        most: Sequence[int],
+        updated_before: datetime | None,
+        limit: int,
+        offset: int,
     ) -> list[UUID]:
         before = None if updated_before is None else shapes.timestamp(updated_before)
-        rows = read_model.available(str(outdial_id), most, before, limit)
+        rows = read_model.available(str(outdial_id), most, before, limit, offset)
         return [UUID(target_id) for target_id, _ in rows]
 
     rt.app.available_targets = available_targets

@@ -32,13 +32,17 @@ from shared.store import (
 )
 
 # Finds candidates for a claim: ids of an outdial's available targets, least
-# recently updated first, given the max try counts, an optional "not updated
-# since" and a limit. The read model answers (see `claim_next_target`).
-AvailableTargets = Callable[[UUID, Sequence[int], datetime | None, int], list[UUID]]
+# recently updated first, given the max try counts, an optional "not tried
+# since", a limit and an offset. The read model answers (see `claim_next_target`).
+AvailableTargets = Callable[[UUID, Sequence[int], datetime | None, int, int], list[UUID]]
 
 
 def _no_candidates(
-    outdial_id: UUID, max_try_counts: Sequence[int], updated_before: datetime | None, limit: int
+    outdial_id: UUID,
+    max_try_counts: Sequence[int],
+    updated_before: datetime | None,
+    limit: int,
+    offset: int,
 ) -> list[UUID]:
     raise RuntimeError("no read model is wired to find available targets")
 

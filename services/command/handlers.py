@@ -199,7 +199,7 @@ def update_target_status(cmd: UpdateTargetStatus, app: OutdialApplication) -> Ou
     return Outcome(_target(target), [target])
 
 
-# Candidates asked of the read model per claim. It may lag the store by a few
+# Candidates asked of the read model at a time. It may lag the store by a few
 # events, so some candidates may turn out taken; the aggregate has the last word.
 CLAIM_CANDIDATES = 50
 
@@ -207,33 +207,43 @@ CLAIM_CANDIDATES = 50
 @handles(ClaimNextTarget)
 def claim_next_target(cmd: ClaimNextTarget, app: OutdialApplication) -> Outcome:
     """The least recently updated available target, progressing on its next
-    destination. The read model proposes candidates; each is checked against its
-    aggregate, and two claimers of one target collide on its version at save, so
-    no target is ever handed out twice (the loser is run again by `handle`)."""
+    destination. The read model proposes candidates, page after page; each is
+    checked against its aggregate, and two claimers of one target collide on its
+    version at save, so no target is ever handed out twice (the loser is run
+    again by `handle`)."""
     app.outdial_of(cmd.customer_id, cmd.outdial_id)
     most = cmd.max_try_counts
     cutoff = None
     if cmd.try_interval_ms:
         cutoff = datetime.now(UTC) - timedelta(milliseconds=cmd.try_interval_ms)
-    for target_id in app.available_targets(cmd.outdial_id, most, cutoff, CLAIM_CANDIDATES):
-        target: object = app.repository.get(target_id)
-        if not isinstance(target, OutdialTarget) or not target.belongs_to(
-            cmd.customer_id, cmd.outdial_id
-        ):
-            continue
-        index = target.next_destination(most)
-        if index is None or not target.is_available(most):
-            continue
-        if cutoff is not None and (target.tm_update or target.tm_create) > cutoff:
-            continue
-        target.start_try(index)
-        data = {
-            "target": _target(target),
-            "destination_index": index,
-            "destination": shapes.address(target.destinations[index]),
-        }
-        return Outcome(data, [target])
+    offset = 0
+    while candidates := app.available_targets(
+        cmd.outdial_id, most, cutoff, CLAIM_CANDIDATES, offset
+    ):
+        for target_id in candidates:
+            target: object = app.repository.get(target_id)
+            if (
+                isinstance(target, OutdialTarget)
+                and target.belongs_to(cmd.customer_id, cmd.outdial_id)
+                and target.is_available(most)
+                and not _tried_since(target, cutoff)
+            ):
+                index = target.next_destination(most)
+                assert index is not None
+                target.start_try(index)
+                data = {
+                    "target": _target(target),
+                    "destination_index": index,
+                    "destination": shapes.address(target.destinations[index]),
+                }
+                return Outcome(data, [target])
+        offset += len(candidates)
     raise NoAvailableTarget(f"no target of outdial {cmd.outdial_id} is available")
+
+
+def _tried_since(target: OutdialTarget, cutoff: datetime | None) -> bool:
+    """A try, or its result, after `cutoff` (a target never tried was not)."""
+    return cutoff is not None and any(target.try_counts) and target.modified_on > cutoff
 
 
 def handle(cmd: Command, message_id: str | None, app: OutdialApplication) -> Reply:

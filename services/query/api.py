@@ -108,6 +108,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("request failed", extra={"fields": {"path": request.path}})
         response = ApiError(500, "internal_error", "internal error").response()
+    if request.method != "GET" and "X-Outdial-Position" not in response.headers:
+        # Every answer to a write carries a position, refused ones included:
+        # nothing was stored, so what the read model shows now is as good as any.
+        response.headers["X-Outdial-Position"] = str(request.app[SERVICES].positions.position)
     HTTP_REQUESTS.labels(route_name, str(response.status)).inc()
     return response
 

@@ -45,6 +45,7 @@ ERROR_TYPE = "voipbin_error"
 DOMAIN = "outdial-manager"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 100
+MAX_AVAILABLE = 1000
 # Before answering, wait this long at most for the read model to show every
 # command stored so far: a caller's read then sees its own earlier writes.
 CATCH_UP_SECONDS = 5.0
@@ -81,6 +82,8 @@ class Request:
     query: dict[str, str]
     data: Any
     ids: tuple[str, ...] = ()
+    # The command's idempotency key: a redelivered request changes nothing twice.
+    message_id: str | None = None
 
     def body(self) -> dict[str, Any]:
         if not isinstance(self.data, dict):
@@ -157,13 +160,18 @@ class EnvelopeListener(QueueConsumer):
         self.head = head
 
     async def process(self, message: AbstractIncomingMessage) -> None:
-        await self.publish_reply(message, orjson.dumps(await self.respond(message.body)))
+        # The platform's callers make a correlation_id per request (aio-pika makes
+        # a message_id per publish): a redelivery, or a re-send, repeats it.
+        key = message.correlation_id or message.message_id
+        response = await self.respond(message.body, f"envelope:{key}" if key else None)
+        await self.publish_reply(message, orjson.dumps(response))
         await message.ack()
 
-    async def respond(self, raw: bytes) -> dict[str, Any]:
+    async def respond(self, raw: bytes, message_id: str | None = None) -> dict[str, Any]:
         """The response envelope to one request envelope."""
         try:
             request = self._request(raw)
+            request.message_id = message_id
             for method, pattern, handler in ROUTES:
                 match = pattern.fullmatch(request.path)
                 if match and method == request.method:
@@ -206,8 +214,8 @@ class EnvelopeListener(QueueConsumer):
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
 
-    async def command(self, command: dict[str, Any]) -> dict[str, Any]:
-        reply = await self.bus.send(command)
+    async def command(self, request: Request, command: dict[str, Any]) -> dict[str, Any]:
+        reply = await self.bus.send(command, message_id=request.message_id)
         if reply.get("status_code") != 200:
             error = reply.get("error") or {}
             raise Refused(
@@ -234,25 +242,26 @@ class EnvelopeListener(QueueConsumer):
             raise Refused(404, "target_not_found", f"target {target_id} not found")
         return found[1], found[2]
 
-    async def outdial_command(self, request: Request, type_: str, **fields: Any) -> Any:
+    async def outdial_command(self, request: Request, type_: str, fields: dict[str, Any]) -> Any:
         outdial_id = request.ids[0]
         customer = await self.owner_of_outdial(outdial_id)
         data = await self.command(
-            {**fields, "type": type_, "customer_id": customer, "outdial_id": outdial_id}
+            request, {**fields, "type": type_, "customer_id": customer, "outdial_id": outdial_id}
         )
         return {"id": data.pop("id"), "customer_id": data.pop("customer_id"), **data}
 
-    async def target_command(self, request: Request, type_: str, **fields: Any) -> Any:
+    async def target_command(self, request: Request, type_: str, fields: dict[str, Any]) -> Any:
         target_id = request.ids[0]
         outdial_id, customer = await self.target_of(target_id)
         data = await self.command(
+            request,
             {
                 **fields,
                 "type": type_,
                 "customer_id": customer,
                 "outdial_id": outdial_id,
                 "target_id": target_id,
-            }
+            },
         )
         data.pop("customer_id", None)  # the platform's targets carry none
         return data
@@ -277,7 +286,7 @@ async def create_outdial(listener: EnvelopeListener, request: Request) -> Any:
     fields.setdefault("name", "")
     fields.setdefault("detail", "")
     fields.setdefault("data", "")
-    data = await listener.command({**fields, "type": "CreateOutdial"})
+    data = await listener.command(request, {**fields, "type": "CreateOutdial"})
     return {"id": data.pop("id"), "customer_id": data.pop("customer_id"), **data}
 
 
@@ -302,33 +311,33 @@ async def get_outdial(listener: EnvelopeListener, request: Request) -> Any:
 async def update_outdial(listener: EnvelopeListener, request: Request) -> Any:
     body = request.body()
     return await listener.outdial_command(
-        request, "UpdateOutdial", name=body.get("name", ""), detail=body.get("detail", "")
+        request, "UpdateOutdial", {"name": body.get("name", ""), "detail": body.get("detail", "")}
     )
 
 
 @route("DELETE", r"/v1/outdials/<id>")
 async def delete_outdial(listener: EnvelopeListener, request: Request) -> Any:
-    return await listener.outdial_command(request, "DeleteOutdial")
+    return await listener.outdial_command(request, "DeleteOutdial", {})
 
 
 @route("PUT", r"/v1/outdials/<id>/campaign_id")
 async def update_outdial_campaign(listener: EnvelopeListener, request: Request) -> Any:
     body = request.body()
     return await listener.outdial_command(
-        request, "UpdateOutdialCampaign", campaign_id=body.get("campaign_id")
+        request, "UpdateOutdialCampaign", {"campaign_id": body.get("campaign_id")}
     )
 
 
 @route("PUT", r"/v1/outdials/<id>/data")
 async def update_outdial_data(listener: EnvelopeListener, request: Request) -> Any:
     body = request.body()
-    return await listener.outdial_command(request, "UpdateOutdialData", data=body.get("data"))
+    return await listener.outdial_command(request, "UpdateOutdialData", {"data": body.get("data")})
 
 
 @route("POST", r"/v1/outdials/<id>/targets")
 async def add_target(listener: EnvelopeListener, request: Request) -> Any:
     body = request.body()
-    data = await listener.outdial_command(request, "AddTarget", **body)
+    data = await listener.outdial_command(request, "AddTarget", body)
     data.pop("customer_id", None)
     return data
 
@@ -349,7 +358,7 @@ async def available_targets(listener: EnvelopeListener, request: Request) -> Any
     # The platform's client sends these in the query string; its newest server
     # read them from the data: either works here, the query string first.
     most = [request.number(f"try_count_{i}", 0) for i in range(5)]
-    limit = request.number("limit", DEFAULT_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+    limit = min(request.number("limit", DEFAULT_PAGE_SIZE) or DEFAULT_PAGE_SIZE, MAX_AVAILABLE)
     if (await listener.outdial(outdial_id))[2]:
         return []  # a deleted outdial's targets are never available
     rows = await listener._read(listener.read_model.available, outdial_id, most, None, limit)
@@ -366,18 +375,20 @@ async def get_target(listener: EnvelopeListener, request: Request) -> Any:
 
 @route("DELETE", r"/v1/outdialtargets/<id>")
 async def delete_target(listener: EnvelopeListener, request: Request) -> Any:
-    return await listener.target_command(request, "DeleteTarget")
+    return await listener.target_command(request, "DeleteTarget", {})
 
 
 @route("POST", r"/v1/outdialtargets/<id>/progressing")
 async def mark_target_progressing(listener: EnvelopeListener, request: Request) -> Any:
     body = request.body()
     return await listener.target_command(
-        request, "MarkTargetProgressing", destination_index=body.get("destination_index")
+        request, "MarkTargetProgressing", {"destination_index": body.get("destination_index")}
     )
 
 
 @route("PUT", r"/v1/outdialtargets/<id>/status")
 async def update_target_status(listener: EnvelopeListener, request: Request) -> Any:
     body = request.body()
-    return await listener.target_command(request, "UpdateTargetStatus", status=body.get("status"))
+    return await listener.target_command(
+        request, "UpdateTargetStatus", {"status": body.get("status")}
+    )

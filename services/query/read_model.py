@@ -309,11 +309,12 @@ class ReadModelMixin:
         max_try_counts: Sequence[int],
         updated_before: str | None,
         limit: int,
+        offset: int = 0,
     ) -> list[tuple[str, str]]:
         """Available targets (CONTRACT 2) as (id, body), least recently updated first:
         idle, not deleted, some present destination with tries left, and (when
-        `updated_before` is given) not changed since. The outdial's own state is
-        the caller's business."""
+        `updated_before` is given) never tried or not changed since. The outdial's
+        own state is the caller's business."""
         tries_left = " OR ".join(
             f"((present & {1 << i}) != 0 AND try_count_{i} < ?)"
             for i, most in enumerate(max_try_counts)
@@ -324,14 +325,15 @@ class ReadModelMixin:
         params: list[Any] = [outdial_id, *(m for m in max_try_counts if m > 0)]
         where = f"outdial_id = ? AND deleted = 0 AND status = 'idle' AND ({tries_left})"
         if updated_before is not None:
-            where += " AND tm_update <= ?"
+            untried = " + ".join(f"try_count_{i}" for i in range(5))
+            where += f" AND ({untried} = 0 OR tm_update <= ?)"
             params.append(updated_before)
-        params.append(limit)
+        params += [limit, offset]
         with self._read() as c:
             c.execute(
                 self._sql(
                     f"SELECT id, body FROM {self.table('rm_targets')} WHERE {where} "
-                    "ORDER BY tm_update, id LIMIT ?"
+                    "ORDER BY tm_update, id LIMIT ? OFFSET ?"
                 ),
                 params,
             )

@@ -39,8 +39,8 @@ class Platform:
     async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         self.pending.pop(message.correlation_id or "").set_result(orjson.loads(message.body))
 
-    async def raw(self, body: bytes) -> dict[str, Any]:
-        correlation = str(uuid.uuid4())
+    async def raw(self, body: bytes, correlation: str | None = None) -> dict[str, Any]:
+        correlation = correlation or str(uuid.uuid4())
         future = asyncio.get_running_loop().create_future()
         self.pending[correlation] = future
         await self.channel.default_exchange.publish(
@@ -54,7 +54,9 @@ class Platform:
         )
         return await asyncio.wait_for(future, 15)
 
-    async def request(self, method: str, uri: str, data: Any = None) -> dict[str, Any]:
+    async def request(
+        self, method: str, uri: str, data: Any = None, correlation: str | None = None
+    ) -> dict[str, Any]:
         envelope: dict[str, Any] = {
             "uri": uri,
             "method": method,
@@ -63,7 +65,7 @@ class Platform:
         }
         if data is not None:
             envelope["data"] = data
-        return await self.raw(orjson.dumps(envelope))
+        return await self.raw(orjson.dumps(envelope), correlation)
 
 
 @pytest.fixture
@@ -233,3 +235,28 @@ async def test_errors_as_the_platform_expects_them(platform: Platform) -> None:
         "PUT", f"/v1/outdialtargets/{target['id']}/status", {"status": "done"}
     )
     assert (r["status_code"], r["data"]["reason"]) == (409, "TARGET_NOT_PROGRESSING")
+
+
+async def test_a_redelivered_request_changes_nothing_twice(platform: Platform) -> None:
+    outdial = ok(
+        await platform.request(
+            "POST",
+            "/v1/outdials",
+            {"customer_id": str(uuid.uuid4()), "name": "", "detail": "", "data": ""},
+        )
+    )
+    add = (
+        "POST",
+        f"/v1/outdials/{outdial['id']}/targets",
+        {
+            "name": "once",
+            "detail": "",
+            "data": "",
+            "destination_0": {"type": "tel", "target": "+15559876543"},
+        },
+    )
+    first = ok(await platform.request(*add, correlation="request-1"))
+    again = ok(await platform.request(*add, correlation="request-1"))
+    assert again == first
+    listed = ok(await platform.request("GET", f"/v1/outdials/{outdial['id']}/targets"))
+    assert [t["id"] for t in listed] == [first["id"]]

@@ -219,8 +219,10 @@ async def test_bad_requests(stack: Stack) -> None:
         ("PATCH", path, b"{}", 405, "method_not_allowed"),
     ]
     for method, url, data, status_wanted, code in cases:
-        status, error, _ = await stack.call(method, url, token, data=data)
+        status, error, headers = await stack.call(method, url, token, data=data)
         assert (status, error["error"]["code"]) == (status_wanted, code), (method, url)
+        if method != "GET":  # every answer to a write carries a position
+            assert int(headers["X-Outdial-Position"]) >= 0, (method, url)
     status, error, _ = await stack.call(
         "POST",
         f"{path}/targets",

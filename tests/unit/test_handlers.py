@@ -256,16 +256,20 @@ def test_a_command_without_message_id_is_applied_without_receipt(app: OutdialApp
 def scan_available(app: OutdialApplication):  # type: ignore[no-untyped-def]
     """A stand-in for the read model: every target, checked one by one."""
 
-    def available_targets(outdial_id, most, updated_before, limit):  # type: ignore[no-untyped-def]
+    def available_targets(outdial_id, most, updated_before, limit, offset):  # type: ignore[no-untyped-def]
         found = []
         for n in app.recorder.select_notifications(start=None, limit=10**9):
             if n.topic.endswith("OutdialTarget.Created"):
                 t = app.repository.get(n.originator_id)
-                recent = updated_before is not None and t.tm_update > updated_before
+                recent = (
+                    updated_before is not None
+                    and any(t.try_counts)
+                    and t.tm_update > updated_before
+                )
                 if t.outdial_id == outdial_id and t.is_available(most) and not recent:
                     found.append(t)
         found.sort(key=lambda t: (t.tm_update, str(t.id)))
-        return [t.id for t in found[:limit]]
+        return [t.id for t in found[offset : offset + limit]]
 
     return available_targets
 
@@ -318,7 +322,13 @@ def test_claims_respect_zero_maxima_intervals_and_deletion(app: OutdialApplicati
     assert r.status_code == 404  # a destination with max 0 is never tried
     one = {**none, "max_try_count_0": 5}
     r = c.send("ClaimNextTarget", outdial_id=outdial_id, try_interval_ms=60_000, **one)
-    assert r.status_code == 404  # created just now: tried "less than a minute ago"
+    assert r.status_code == 200  # never tried: the interval does not hold it back
+    ids = {"outdial_id": outdial_id, "target_id": target_id}
+    assert c.send("UpdateTargetStatus", status="idle", **ids).status_code == 200
+    r = c.send("ClaimNextTarget", outdial_id=outdial_id, try_interval_ms=60_000, **one)
+    assert r.status_code == 404  # tried less than a minute ago
+    assert c.send("ClaimNextTarget", outdial_id=outdial_id, **one).status_code == 200
+    c.send("UpdateTargetStatus", status="idle", **ids)
     c.send("DeleteTarget", outdial_id=outdial_id, target_id=target_id)
     assert c.send("ClaimNextTarget", outdial_id=outdial_id, **one).status_code == 404
     c.target(outdial_id)
@@ -328,6 +338,22 @@ def test_claims_respect_zero_maxima_intervals_and_deletion(app: OutdialApplicati
     assert r.error is not None and r.error["code"] == "outdial_not_found"
 
 
+def test_a_read_model_lagging_by_many_claims_is_paged_through(
+    app: OutdialApplication,
+) -> None:
+    """More stale candidates than one page: the claim reads on, it does not give up."""
+    c = Customer(app)
+    outdial_id = c.outdial()
+    ids = [c.target(outdial_id)["id"] for _ in range(60)]
+    most = {f"max_try_count_{i}": 1 for i in range(5)}
+    app.available_targets = scan_available(app)
+    snapshot = app.available_targets(uuid.UUID(outdial_id), [1] * 5, None, 100, 0)
+    app.available_targets = lambda outdial, m, cutoff, limit, offset: snapshot[offset:][:limit]
+    claimed = [c.send("ClaimNextTarget", outdial_id=outdial_id, **most) for _ in range(60)]
+    assert sorted(r.data["target"]["id"] for r in claimed if r.data) == sorted(ids)
+    assert c.send("ClaimNextTarget", outdial_id=outdial_id, **most).status_code == 404
+
+
 def test_a_stale_candidate_is_checked_against_its_aggregate(app: OutdialApplication) -> None:
     """The read model may lag: a candidate it still shows idle is taken already."""
     c = Customer(app)
@@ -335,7 +361,8 @@ def test_a_stale_candidate_is_checked_against_its_aggregate(app: OutdialApplicat
     taken = c.target(outdial_id)["id"]
     free = c.target(outdial_id)["id"]
     c.send("MarkTargetProgressing", outdial_id=outdial_id, target_id=taken, destination_index=0)
-    app.available_targets = lambda *_: [uuid.UUID(taken), uuid.UUID(free)]
+    stale = [uuid.UUID(taken), uuid.UUID(free)]
+    app.available_targets = lambda outdial, most, cutoff, limit, offset: stale[offset:][:limit]
     most = {f"max_try_count_{i}": 3 for i in range(5)}
     r = c.send("ClaimNextTarget", outdial_id=outdial_id, **most)
     assert r.data is not None and r.data["target"]["id"] == free
