@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {f.name} | {f.value:,.2f} {f.unit} | {f.baseline:,.2f} {f.unit} | "
             f"{f.ratio:.2f} | {f.target} | {'yes' if f.meets else 'NO'} |"
         )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
             {"store": args.store, "tiny": args.tiny, "figures": [f.as_dict() for f in results]},
