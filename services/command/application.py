@@ -8,12 +8,13 @@ transaction, and finds the receipt of a command already handled.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.utils import Environment
 
 from services.command.domain import (
@@ -59,6 +60,7 @@ class OutdialApplication(Application[UUID]):
                 super().__init__(env={**store.env, **(env or {})})
         # Wired by bootstrap to the read model of the same store.
         self.available_targets: AvailableTargets = _no_candidates
+        self._pending: dict[UUID, Aggregate] | None = None
 
     @classmethod
     def from_url(cls, database_url: str) -> OutdialApplication:
@@ -70,11 +72,27 @@ class OutdialApplication(Application[UUID]):
         # process environment must not silently change what is stored or where.
         return Environment(name, {**type(self).env, **(env or {})})
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[dict[UUID, Aggregate]]:
+        """While commands of one group commit are decided: the aggregates they changed,
+        not yet stored, which later commands of the group must see (`get`)."""
+        self._pending = {}
+        try:
+            yield self._pending
+        finally:
+            self._pending = None
+
+    def get(self, aggregate_id: UUID) -> object:
+        """An aggregate as the command being decided must see it, or None."""
+        if self._pending is not None and aggregate_id in self._pending:
+            return self._pending[aggregate_id]
+        with contextlib.suppress(AggregateNotFoundError):
+            return self.repository.get(aggregate_id)
+        return None
+
     def outdial_of(self, customer_id: UUID, outdial_id: UUID) -> Outdial:
         """The customer's live outdial; another customer's is as good as absent."""
-        outdial: object = None
-        with contextlib.suppress(AggregateNotFoundError):
-            outdial = self.repository.get(outdial_id)
+        outdial = self.get(outdial_id)
         if not isinstance(outdial, Outdial) or not outdial.belongs_to(customer_id):
             raise OutdialNotFound(f"outdial {outdial_id} not found")
         return outdial
@@ -82,21 +100,18 @@ class OutdialApplication(Application[UUID]):
     def target_of(self, customer_id: UUID, outdial_id: UUID, target_id: UUID) -> OutdialTarget:
         """The customer's live target of a live outdial."""
         self.outdial_of(customer_id, outdial_id)
-        target: object = None
-        with contextlib.suppress(AggregateNotFoundError):
-            target = self.repository.get(target_id)
+        target = self.get(target_id)
         if not isinstance(target, OutdialTarget) or not target.belongs_to(customer_id, outdial_id):
             raise TargetNotFound(f"target {target_id} not found")
         return target
 
     def exists(self, aggregate_id: UUID) -> bool:
+        if self._pending is not None and aggregate_id in self._pending:
+            return True
         return bool(self.recorder.select_events(aggregate_id, limit=1))
 
     def receipt_of(self, customer_id: UUID, message_id: str) -> CommandReceipt | None:
-        receipt_id = CommandReceipt.create_id(customer_id, message_id)
-        receipt: object = None
-        with contextlib.suppress(AggregateNotFoundError):
-            receipt = self.repository.get(receipt_id)
+        receipt = self.get(CommandReceipt.create_id(customer_id, message_id))
         return receipt if isinstance(receipt, CommandReceipt) else None
 
     def position_of(self, receipt: CommandReceipt) -> int | None:

@@ -34,7 +34,7 @@ from aio_pika.abc import (
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from services.command.application import OutdialApplication
-from services.command.handlers import Reply, handle
+from services.command.handlers import Reply, handle_group
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
 from shared.commands import Command, InvalidCommand, parse_command
 from shared.metrics import COMMAND_SECONDS, COMMANDS
@@ -42,6 +42,8 @@ from shared.queue_consumer import QueueConsumer
 
 log = logging.getLogger("outdial.command")
 
+# Commands stored in one transaction at most (group commit).
+MAX_GROUP = 100
 # Back-off before a message is requeued because the store is unavailable.
 STORE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
@@ -67,6 +69,8 @@ class CommandConsumer(QueueConsumer):
         # this process (projector, relay) need not poll for them.
         self.on_stored = on_stored
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outdial-writer")
+        self._waiting: list[tuple[Command, str | None, asyncio.Future[Reply]]] = []
+        self._drainer: asyncio.Future[None] | None = None
         self._store_failures = 0
 
     async def declare(self, channel: AbstractChannel) -> None:
@@ -135,12 +139,35 @@ class CommandConsumer(QueueConsumer):
         self._log(message, command_type, reply.status_code, started)
 
     async def _handle(self, command: Command, message_id: str | None) -> Reply:
-        loop = asyncio.get_running_loop()
+        """The command's reply, once its events are stored. Commands that arrive
+        while the writer is busy wait, and are then stored together in one
+        transaction (group commit); alone, a command is stored at once."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting.append((command, message_id, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.ensure_future(self._drain())
         try:
-            return await loop.run_in_executor(self._writer, handle, command, message_id, self.app)
+            return await future
         except (OperationalError, InterfaceError) as e:
             # Down, locked, read-only or full: the command may succeed later.
             raise StoreUnavailable(str(e)) from e
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+            commands = [(command, message_id) for command, message_id, _ in group]
+            try:
+                results = await loop.run_in_executor(self._writer, handle_group, commands, self.app)
+            except BaseException as e:
+                results = [e] * len(group)
+            for (_, _, future), result in zip(group, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
     async def _reply(self, message: AbstractIncomingMessage, reply: Reply) -> None:
         try:

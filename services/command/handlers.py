@@ -14,7 +14,8 @@ aggregates, and returns what changed and what to answer; it saves nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -47,6 +48,8 @@ from shared.commands import (
     UpdateOutdialData,
     UpdateTargetStatus,
 )
+
+log = logging.getLogger("outdial.command")
 
 # Racing writers on one aggregate: each retry reloads, so a handful is plenty;
 # past that something is wrong and the command is answered 500 (and retried later).
@@ -221,7 +224,7 @@ def claim_next_target(cmd: ClaimNextTarget, app: OutdialApplication) -> Outcome:
         cmd.outdial_id, most, cutoff, CLAIM_CANDIDATES, offset
     ):
         for target_id in candidates:
-            target: object = app.repository.get(target_id)
+            target = app.get(target_id)
             if (
                 isinstance(target, OutdialTarget)
                 and target.belongs_to(cmd.customer_id, cmd.outdial_id)
@@ -246,46 +249,105 @@ def _tried_since(target: OutdialTarget, cutoff: datetime | None) -> bool:
     return cutoff is not None and any(target.try_counts) and target.modified_on > cutoff
 
 
+@dataclass
+class Decision:
+    """A command decided but not stored: its reply, and the events to store for it
+    (its receipt's last, so that the receipt's position is the command's)."""
+
+    reply: Reply
+    events: list[Any]
+    done: bool = False  # answered from a receipt: nothing to store
+
+    def stored_at(self, position: int | None) -> Reply:
+        if self.reply.error is not None or position is None:
+            return self.reply
+        return Reply(200, data=self.reply.data, position=position)
+
+
+def decide(cmd: Command, message_id: str | None, app: OutdialApplication) -> Decision:
+    """Run a command's handler and make its receipt; store nothing."""
+    if message_id:
+        receipt = app.receipt_of(cmd.customer_id, message_id)
+        if receipt is not None:
+            return Decision(_replay(receipt, app), [], done=True)
+    try:
+        outcome = HANDLERS[type(cmd)](cmd, app)
+        reply = Reply(200, data=outcome.data)
+        changed = outcome.changed
+    except DomainError as refusal:
+        reply = Reply.refused(refusal)
+        changed = []
+    if message_id:
+        changed.append(
+            CommandReceipt(
+                customer_id=cmd.customer_id,
+                message_id=message_id,
+                command_type=cmd.type,
+                status_code=reply.status_code,
+                data=reply.data,
+                error=reply.error,
+            )
+        )
+    if app._pending is not None:
+        app._pending.update((aggregate.id, aggregate) for aggregate in changed)
+    events = [event for aggregate in changed for event in aggregate.collect_events()]
+    return Decision(reply, events)
+
+
 def handle(cmd: Command, message_id: str | None, app: OutdialApplication) -> Reply:
     """Apply one command exactly once and return its reply (see the module's doc)."""
-    handler = HANDLERS[type(cmd)]
     for _ in range(MAX_SAVE_ATTEMPTS):
-        if message_id:
-            receipt = app.receipt_of(cmd.customer_id, message_id)
-            if receipt is not None:
-                return _replay(receipt, app)
+        decision = decide(cmd, message_id, app)
+        if decision.done or not decision.events:
+            return decision.reply
         try:
-            outcome = handler(cmd, app)
-            reply = Reply(200, data=outcome.data)
-            changed = outcome.changed
-        except DomainError as refusal:
-            reply = Reply.refused(refusal)
-            changed = []
-        to_save: list[Aggregate] = list(changed)
-        if message_id:
-            # Last, so that its notification id is the command's position.
-            to_save.append(
-                CommandReceipt(
-                    customer_id=cmd.customer_id,
-                    message_id=message_id,
-                    command_type=cmd.type,
-                    status_code=reply.status_code,
-                    data=reply.data,
-                    error=reply.error,
-                )
-            )
-        if not to_save:
-            return reply
-        try:
-            recordings = app.save(*to_save)
+            recordings = app.save(*decision.events)
         except IntegrityError:
             # Another writer got there first: an aggregate moved on, or the same
             # message is being handled elsewhere. Start over from what is stored.
             continue
-        if reply.error is not None:
-            return reply
-        return Reply(200, data=reply.data, position=recordings[-1].notification.id)
+        return decision.stored_at(recordings[-1].notification.id)
     raise RuntimeError(f"{cmd.type} lost {MAX_SAVE_ATTEMPTS} races in a row; giving up")
+
+
+def handle_group(
+    commands: Sequence[tuple[Command, str | None]], app: OutdialApplication
+) -> list[Reply | BaseException]:
+    """Group commit: commands that arrived together, stored in one transaction.
+
+    Each is decided in order, seeing what the ones before it changed; their
+    events are stored together, in command order, so one fsync serves them
+    all. If anything goes wrong (a race with another writer, a bug in one
+    handler), nothing of the group was stored, and each command is run again
+    on its own, so one failure is that command's alone.
+    """
+    keys = [(cmd.customer_id, message_id) for cmd, message_id in commands if message_id]
+    # One message twice in a group (a re-send): the second's reply must repeat
+    # the first's position, known only once stored, so such a group goes one by one.
+    if len(commands) > 1 and len(keys) == len(set(keys)):
+        try:
+            with app.batch():
+                decisions = [decide(cmd, message_id, app) for cmd, message_id in commands]
+            events = [event for decision in decisions for event in decision.events]
+            recordings = app.save(*events) if events else []
+        except Exception:  # a race, a bug, the store: each command on its own, below
+            log.debug("group commit failed; one by one", exc_info=True)
+        else:
+            positions = iter(recording.notification.id for recording in recordings)
+            replies: list[Reply | BaseException] = []
+            for decision in decisions:
+                position = None
+                for _ in decision.events:
+                    position = next(positions)
+                replies.append(decision.stored_at(position))
+            return replies
+    results: list[Reply | BaseException] = []
+    for cmd, message_id in commands:
+        try:
+            results.append(handle(cmd, message_id, app))
+        except Exception as e:
+            results.append(e)
+    return results
 
 
 def _replay(receipt: CommandReceipt, app: OutdialApplication) -> Reply:

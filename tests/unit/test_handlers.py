@@ -366,3 +366,60 @@ def test_a_stale_candidate_is_checked_against_its_aggregate(app: OutdialApplicat
     most = {f"max_try_count_{i}": 3 for i in range(5)}
     r = c.send("ClaimNextTarget", outdial_id=outdial_id, **most)
     assert r.data is not None and r.data["target"]["id"] == free
+
+
+def parsed(customer: str, **fields: Any) -> Any:
+    return parse_command(orjson.dumps({"customer_id": customer, **fields}))
+
+
+def test_a_group_is_stored_at_once_each_command_seeing_the_ones_before(
+    app: OutdialApplication,
+) -> None:
+    from services.command.handlers import handle_group
+
+    c = Customer(app)
+    outdial_id = str(uuid.uuid4())
+    target_id = str(uuid.uuid4())
+    ids = {"outdial_id": outdial_id, "target_id": target_id}
+    group = [
+        (parsed(c.id, type="CreateOutdial", id=outdial_id, name="", detail="", data=""), "g1"),
+        (
+            parsed(
+                c.id,
+                type="AddTarget",
+                outdial_id=outdial_id,
+                id=target_id,
+                name="",
+                detail="",
+                data="",
+                destination_0=TEL,
+            ),
+            "g2",
+        ),
+        (parsed(c.id, type="MarkTargetProgressing", destination_index=0, **ids), "g3"),
+        (parsed(c.id, type="MarkTargetProgressing", destination_index=0, **ids), "g4"),
+        (parsed(c.id, type="UpdateTargetStatus", status="done", **ids), None),
+    ]
+    before = app.recorder.max_notification_id() or 0
+    replies = handle_group(group, app)
+    assert [r.status_code for r in replies] == [200, 200, 200, 409, 200]  # type: ignore[union-attr]
+    positions = [r.position for r in replies]  # type: ignore[union-attr]
+    assert positions[3] is None  # a refusal has none
+    assert before < positions[0] < positions[1] < positions[2] < positions[4]  # type: ignore[operator]
+    assert replies[4].data["status"] == "done"  # type: ignore[union-attr,index]
+    # Each reply is what the same message answers again, position included.
+    for (cmd, message_id), reply in zip(group[:4], replies[:4], strict=True):
+        assert handle(cmd, message_id, app) == reply
+    target = app.repository.get(uuid.UUID(target_id))
+    assert (target.status, target.try_counts[0]) == ("done", 1)
+
+
+def test_a_group_with_a_message_twice_goes_one_by_one(app: OutdialApplication) -> None:
+    from services.command.handlers import handle_group
+
+    c = Customer(app)
+    create = parsed(c.id, type="CreateOutdial", name="", detail="", data="")
+    first, second = handle_group([(create, "same"), (create, "same")], app)
+    assert first == second
+    topics = [n.topic for n in app.recorder.select_notifications(start=None, limit=100)]
+    assert sum(t.endswith("Outdial.Created") for t in topics) == 1
