@@ -61,6 +61,7 @@ class OutdialApplication(Application[UUID]):
         # Wired by bootstrap to the read model of the same store.
         self.available_targets: AvailableTargets = _no_candidates
         self._pending: dict[UUID, Aggregate] | None = None
+        self._read: dict[UUID, Aggregate] = {}
 
     @classmethod
     def from_url(cls, database_url: str) -> OutdialApplication:
@@ -75,20 +76,28 @@ class OutdialApplication(Application[UUID]):
     @contextlib.contextmanager
     def batch(self) -> Iterator[dict[UUID, Aggregate]]:
         """While commands of one group commit are decided: the aggregates they changed,
-        not yet stored, which later commands of the group must see (`get`)."""
-        self._pending = {}
+        not yet stored, which later commands of the group must see (`get`), and
+        those they read, which later ones need not read again."""
+        self._pending, self._read = {}, {}
         try:
             yield self._pending
         finally:
-            self._pending = None
+            self._pending, self._read = None, {}
 
     def get(self, aggregate_id: UUID) -> object:
         """An aggregate as the command being decided must see it, or None."""
-        if self._pending is not None and aggregate_id in self._pending:
-            return self._pending[aggregate_id]
+        if self._pending is not None:
+            if aggregate_id in self._pending:
+                return self._pending[aggregate_id]
+            if aggregate_id in self._read:
+                # Unchanged since read: a group's commands share one outdial.
+                return self._read[aggregate_id]
+        aggregate: Aggregate | None = None
         with contextlib.suppress(AggregateNotFoundError):
-            return self.repository.get(aggregate_id)
-        return None
+            aggregate = self.repository.get(aggregate_id)
+        if self._pending is not None and aggregate is not None:
+            self._read[aggregate_id] = aggregate
+        return aggregate
 
     def outdial_of(self, customer_id: UUID, outdial_id: UUID) -> Outdial:
         """The customer's live outdial; another customer's is as good as absent."""
