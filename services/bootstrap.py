@@ -247,10 +247,7 @@ def http_api(rt: Runtime) -> Component:
         return None
 
     async def broker_reachable() -> str | None:
-        connection = bus._connection
-        if connection is None or connection.is_closed or not connection.connected.is_set():
-            return "broker unreachable"
-        return None
+        return None if bus.connected else "broker unreachable"
 
     async def projection_running() -> str | None:
         for task in rt.tasks:

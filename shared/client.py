@@ -53,6 +53,12 @@ class OutdialClient:
         )
         await self._replies.consume(self._on_reply, no_ack=True)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up (a robust one reconnects by itself)."""
+        c = self._connection
+        return c is not None and not c.is_closed and c.connected.is_set()
+
     async def close(self) -> None:
         for future in self._pending.values():
             future.cancel()

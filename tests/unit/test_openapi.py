@@ -41,39 +41,11 @@ from shared.commands import (
     UpdateOutdialData,
     parse_command,
 )
+from tests.expected import OUTDIAL_KEYS, TARGET_KEYS
 
 # CONTRACT 1, field for field and in order.
-CONTRACT_OUTDIAL_FIELDS = [
-    "id",
-    "campaign_id",
-    "name",
-    "detail",
-    "data",
-    "tm_create",
-    "tm_update",
-    "tm_delete",
-]
-CONTRACT_TARGET_FIELDS = [
-    "id",
-    "outdial_id",
-    "name",
-    "detail",
-    "data",
-    "status",
-    "destination_0",
-    "destination_1",
-    "destination_2",
-    "destination_3",
-    "destination_4",
-    "try_count_0",
-    "try_count_1",
-    "try_count_2",
-    "try_count_3",
-    "try_count_4",
-    "tm_create",
-    "tm_update",
-    "tm_delete",
-]
+CONTRACT_OUTDIAL_FIELDS = OUTDIAL_KEYS
+CONTRACT_TARGET_FIELDS = TARGET_KEYS
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 SECURITY_ALTERNATIVES: list[dict[str, list[str]]] = [
     {"tokenQuery": []},
