@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from uuid import UUID
 
@@ -17,7 +18,18 @@ def mint(customer_id: UUID, secret: str, *, ttl_seconds: int = 3600) -> str:
 
 def customer_of(token: str, secret: str) -> UUID:
     """The token's customer; raises jwt.InvalidTokenError (or ValueError) if it is not valid."""
+    customer, expires = _verified(token, secret)
+    if expires <= time.time():
+        raise jwt.ExpiredSignatureError("Signature has expired")
+    return customer
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified(token: str, secret: str) -> tuple[UUID, float]:
+    # A client sends the same token with every request: its signature is checked
+    # once, its expiry every time (by the caller). Invalid tokens raise, and
+    # lru_cache keeps no exceptions.
     claims = jwt.decode(
         token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "customer_id"]}
     )
-    return UUID(str(claims["customer_id"]))
+    return UUID(str(claims["customer_id"])), float(claims["exp"])

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -74,6 +76,7 @@ class ReadModelMixin:
     """SQL shared by both stores; the subclasses say how to reach the database."""
 
     suffix: str = LIVE
+    local = True  # a file on this machine: reads are quick enough to run inline
     param = "?"
     byte_order = ""  # a collation that sorts ids as Python compares them
 
@@ -390,7 +393,23 @@ class SQLiteReadModel(ReadModelMixin, SQLiteTrackingRecorder):
     def _write(self) -> contextlib.AbstractContextManager[Any]:
         return self.datastore.transaction(commit=True)
 
-    def _read(self) -> contextlib.AbstractContextManager[Any]:
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Any]:
+        # A plain read-only connection per thread, in autocommit: one statement is
+        # one consistent read (WAL), without the pool's locks, BEGIN and ROLLBACK
+        # that a read through eventsourcing's datastore pays. Multi-statement
+        # reads that must agree use `snapshot`.
+        readers = self.__dict__.setdefault("_readers", threading.local())
+        connection = getattr(readers, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.datastore.pool.db_name, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA query_only = ON")
+            readers.connection = connection
+        yield connection.cursor()
+
+    def snapshot(self) -> contextlib.AbstractContextManager[Any]:
         return self.datastore.transaction(commit=False)
 
     def _insert_tracking(self, c: Any, tracking: Tracking) -> None:
@@ -414,6 +433,7 @@ class SQLiteReadModel(ReadModelMixin, SQLiteTrackingRecorder):
 
 
 class PostgresReadModel(ReadModelMixin, PostgresTrackingRecorder):
+    local = False
     param = "%s"
     byte_order = 'COLLATE "C"'
     CHANNEL = "outdial_readmodel"
