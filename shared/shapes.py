@@ -14,16 +14,26 @@ from typing import Any, Protocol
 from uuid import UUID
 
 NEVER = "9999-01-01 00:00:00.000000"
-TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def timestamp(moment: datetime | None) -> str:
     """`YYYY-MM-DD HH:MM:SS.ffffff` in UTC; None means never."""
     if moment is None:
         return NEVER
-    if moment.tzinfo is not None:
+    offset = moment.utcoffset()
+    if offset:
         moment = moment.astimezone(UTC)
-    return moment.strftime(TIMESTAMP_FORMAT)
+    # %-formatting: several times faster than strftime, and replay renders
+    # four timestamps for every target.
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+    )
 
 
 class OutdialState(Protocol):

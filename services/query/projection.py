@@ -26,30 +26,34 @@ log = logging.getLogger("outdial.projection")
 
 
 def outdial_row(o: Outdial) -> OutdialRow:
-    body = orjson.dumps(shapes.outdial(o)).decode()
-    return str(o.id), str(o.customer_id), shapes.timestamp(o.tm_create), int(o.deleted), body
+    shape = shapes.outdial(o)
+    return str(o.id), str(o.customer_id), shape["tm_create"], int(o.deleted), _json(shape)
 
 
 def target_row(t: OutdialTarget) -> TargetRow:
-    body = orjson.dumps(shapes.target(t)).decode()
+    shape = shapes.target(t)
     present = sum(1 << i for i, d in enumerate(t.destinations) if d is not None)
     c = t.try_counts
     return (
-        str(t.id),
-        str(t.outdial_id),
+        shape["id"],
+        shape["outdial_id"],
         str(t.customer_id),
-        shapes.timestamp(t.tm_create),
+        shape["tm_create"],
         int(t.deleted),
         t.status,
-        shapes.timestamp(t.tm_update),
+        shape["tm_update"],
         present,
         c[0],
         c[1],
         c[2],
         c[3],
         c[4],
-        body,
+        _json(shape),
     )
+
+
+def _json(shape: dict[str, Any]) -> str:
+    return orjson.dumps(shape).decode()
 
 
 class Projection:

@@ -172,3 +172,19 @@ def test_receipts_are_scoped_to_the_customer() -> None:
     assert CommandReceipt.create_id(a, "m") == CommandReceipt.create_id(a, "m")
     assert CommandReceipt.create_id(a, "m") != CommandReceipt.create_id(b, "m")
     assert CommandReceipt.create_id(a, "m") != CommandReceipt.create_id(a, "n")
+
+
+def test_timestamps_are_utc_with_microseconds() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from shared.shapes import NEVER, timestamp
+
+    assert timestamp(datetime(2022, 4, 28, 1, 41, 40, 503790, tzinfo=UTC)) == (
+        "2022-04-28 01:41:40.503790"
+    )
+    two_hours_east = timezone(timedelta(hours=2))
+    assert timestamp(datetime(2022, 4, 28, 3, 41, 40, 5, tzinfo=two_hours_east)) == (
+        "2022-04-28 01:41:40.000005"
+    )
+    assert timestamp(datetime(2022, 4, 28, 1, 41, 40, tzinfo=UTC)) == "2022-04-28 01:41:40.000000"
+    assert timestamp(None) == NEVER
