@@ -447,8 +447,25 @@ class PostgresReadModel(ReadModelMixin, PostgresTrackingRecorder):
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Any]:
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=_tuple_row) as c:
-            yield c
+        # A connection per reading thread, in autocommit: the pool's checkout
+        # pings the server first (pre-ping, for the write side's sake), which
+        # would double every read's round trips. A broken one is dropped, and
+        # the next read connects again.
+        import psycopg
+
+        readers = self.__dict__.setdefault("_readers", threading.local())
+        connection = getattr(readers, "connection", None)
+        if connection is None or connection.closed:
+            pool = self.datastore.pool
+            options = dict(pool.kwargs) if isinstance(pool.kwargs, dict) else {}
+            connection = psycopg.connect(str(pool.conninfo), autocommit=True, **options)
+            readers.connection = connection
+        try:
+            with connection.cursor(row_factory=_tuple_row) as c:
+                yield c
+        except psycopg.OperationalError:
+            connection.close()
+            raise
 
     def _insert_tracking(self, c: Any, tracking: Tracking) -> None:
         PostgresTrackingRecorder._insert_tracking(self, c, tracking)
