@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import figures
 from bench.figures import Figure
 
-ALL = ("command", "latency", "replay", "http")
+ALL = ("command", "latency", "claim", "replay", "http")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=5, help="AddTargets of 1,000 per run")
     parser.add_argument("--big", type=int, default=20_000, help="targets of the big outdial")
     parser.add_argument("--samples", type=int, default=200, help="latency samples")
+    parser.add_argument(
+        "--claim-targets", type=int, default=10_000, help="targets of the big outdial of claims"
+    )
     parser.add_argument("--events", type=int, default=50_000, help="events to replay")
     parser.add_argument("--requests", type=int, default=5000, help="HTTP requests per run")
     parser.add_argument("--http-concurrency", type=int, default=32)
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.commands, args.concurrency, args.batches, args.big = 100, 10, 1, 1000
         args.samples, args.events, args.requests, args.http_concurrency = 10, 2000, 200, 4
+        args.claim_targets = 200
 
     results: list[Figure] = []
     started = time.monotonic()
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "latency" in args.only:
         results += asyncio.run(figures.latency_by_size(args.store, args.big, args.samples))
+    if "claim" in args.only:
+        results += asyncio.run(figures.claim_latency(args.store, args.claim_targets, args.samples))
     if "replay" in args.only:
         results += figures.replay_speed(args.store, args.events)
     if "http" in args.only:
