@@ -80,7 +80,6 @@ class Runtime:
     stored: Wakeup = field(default_factory=Wakeup)
     board: PositionBoard = field(default_factory=PositionBoard)
     projector_here: bool = False
-    consumer_here: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @cached_property
@@ -112,7 +111,7 @@ class Runtime:
     def new_events(self) -> asyncio.Event:
         """An event set whenever the store may hold new notifications."""
         wakeup = self.stored.subscribe()
-        if self.store.kind == "postgres" and not self.consumer_here:
+        if self.store.kind == "postgres":  # other processes' writes too
             channel = self.app.recorder.events_table_name.replace(".", "_")  # type: ignore[attr-defined]
 
             async def on_notify(_: str) -> None:
@@ -123,8 +122,8 @@ class Runtime:
 
     @property
     def poll_seconds(self) -> float:
-        if self.consumer_here:
-            return POSTGRES_POLL_SECONDS  # told by the consumer; other writers are rarer
+        """How long a reader of the log waits for news before it looks anyway:
+        briefly on SQLite, which cannot tell other processes' writes."""
         return SQLITE_POLL_SECONDS if self.store.kind == "sqlite" else POSTGRES_POLL_SECONDS
 
     async def close(self) -> None:
@@ -164,7 +163,6 @@ async def follow_log(
 
 
 def command_consumer(rt: Runtime) -> Component:
-    rt.consumer_here = True
     read_model = rt.read_model
 
     def available_targets(
