@@ -172,10 +172,38 @@ def notification_id_of(recorder: Any, originator_id: UUID, version: int) -> int 
         return None if row is None else int(row[0])
 
 
+def existing_originators(recorder: Any, originator_ids: list[UUID]) -> set[UUID] | None:
+    """Which of these aggregates have any event, in one query; None where the
+    recorder is not one of the SQL stores (the caller then asks one by one)."""
+    datastore = getattr(recorder, "datastore", None)
+    if datastore is None or not originator_ids:
+        return None if datastore is None else set()
+    table = recorder.events_table_name
+    if hasattr(datastore, "schema"):
+        from psycopg import sql
+
+        statement = sql.SQL(
+            "SELECT originator_id FROM {}.{} WHERE originator_id = ANY(%s) "
+            "AND originator_version = 1"
+        ).format(sql.Identifier(datastore.schema), sql.Identifier(table))
+        with datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (originator_ids,))
+            return {UUID(str(row["originator_id"])) for row in curs.fetchall()}
+    marks = ",".join("?" * len(originator_ids))
+    with datastore.transaction(commit=False) as c:
+        c.execute(
+            f"SELECT originator_id FROM {table} WHERE originator_version = 1 "
+            f"AND originator_id IN ({marks})",
+            [i.hex for i in originator_ids],
+        )
+        return {UUID(row[0]) for row in c.fetchall()}
+
+
 __all__ = [
     "Store",
     "StoreURLError",
     "connect_postgres",
+    "existing_originators",
     "notification_id_of",
     "parse_store_url",
     "postgres_conninfo",

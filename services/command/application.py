@@ -26,6 +26,7 @@ from services.command.domain import (
 )
 from shared.store import (
     Store,
+    existing_originators,
     notification_id_of,
     parse_store_url,
     prepare_store,
@@ -62,6 +63,7 @@ class OutdialApplication(Application[UUID]):
         self.available_targets: AvailableTargets = _no_candidates
         self._pending: dict[UUID, Aggregate] | None = None
         self._read: dict[UUID, Aggregate] = {}
+        self._absent: set[UUID] = set()
 
     @classmethod
     def from_url(cls, database_url: str) -> OutdialApplication:
@@ -78,11 +80,18 @@ class OutdialApplication(Application[UUID]):
         """While commands of one group commit are decided: the aggregates they changed,
         not yet stored, which later commands of the group must see (`get`), and
         those they read, which later ones need not read again."""
-        self._pending, self._read = {}, {}
+        self._pending, self._read, self._absent = {}, {}, set()
         try:
             yield self._pending
         finally:
-            self._pending, self._read = None, {}
+            self._pending, self._read, self._absent = None, {}, set()
+
+    def look_ahead(self, aggregate_ids: list[UUID]) -> None:
+        """Within a batch: learn in one query which of these do not exist yet (most
+        receipts of a group), so that `get` need not ask for each."""
+        existing = existing_originators(self.recorder, aggregate_ids)
+        if existing is not None:
+            self._absent.update(set(aggregate_ids) - existing)
 
     def get(self, aggregate_id: UUID) -> object:
         """An aggregate as the command being decided must see it, or None."""
@@ -92,6 +101,8 @@ class OutdialApplication(Application[UUID]):
             if aggregate_id in self._read:
                 # Unchanged since read: a group's commands share one outdial.
                 return self._read[aggregate_id]
+            if aggregate_id in self._absent:
+                return None
         aggregate: Aggregate | None = None
         with contextlib.suppress(AggregateNotFoundError):
             aggregate = self.repository.get(aggregate_id)

@@ -327,6 +327,7 @@ def handle_group(
     if len(commands) > 1 and len(keys) == len(set(keys)):
         try:
             with app.batch():
+                app.look_ahead([CommandReceipt.create_id(*key) for key in keys])
                 decisions = [decide(cmd, message_id, app) for cmd, message_id in commands]
             events = [event for decision in decisions for event in decision.events]
             recordings = app.save(*events) if events else []
