@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import figures
 from bench.figures import Figure
 
-ALL = ("command", "latency", "claim", "replay", "http")
+ALL = ("command", "latency", "claim", "lag", "replay", "http")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         "--claim-targets", type=int, default=10_000, help="targets of the big outdial of claims"
     )
     parser.add_argument("--events", type=int, default=50_000, help="events to replay")
+    parser.add_argument(
+        "--lag-rate",
+        type=float,
+        default=0.0,
+        help="commands/s for the lag figure (default: half the AddTarget rate measured, else 250)",
+    )
+    parser.add_argument("--lag-commands", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=5000, help="HTTP requests per run")
     parser.add_argument("--http-concurrency", type=int, default=32)
     parser.add_argument("--json", type=Path, default=Path("var/bench-results.json"))
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.commands, args.concurrency, args.batches, args.big = 100, 10, 1, 1000
         args.samples, args.events, args.requests, args.http_concurrency = 10, 2000, 200, 4
-        args.claim_targets = 200
+        args.claim_targets, args.lag_commands = 200, 50
 
     results: list[Figure] = []
     started = time.monotonic()
@@ -54,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         results += asyncio.run(figures.latency_by_size(args.store, args.big, args.samples))
     if "claim" in args.only:
         results += asyncio.run(figures.claim_latency(args.store, args.claim_targets, args.samples))
+    if "lag" in args.only:
+        rate = args.lag_rate or next(
+            (f.value / 2 for f in results if f.name.startswith("AddTarget commands/s")), 250.0
+        )
+        results += asyncio.run(figures.projection_lag(args.store, rate, args.lag_commands))
     if "replay" in args.only:
         results += figures.replay_speed(args.store, args.events)
     if "http" in args.only:
