@@ -86,6 +86,11 @@ class OutdialApplication(Application[UUID]):
         finally:
             self._pending, self._read, self._absent = None, {}, set()
 
+    def note_changed(self, aggregates: list[Aggregate]) -> None:
+        """Within a batch: these were changed by a command, for the next ones to see."""
+        if self._pending is not None:
+            self._pending.update((aggregate.id, aggregate) for aggregate in aggregates)
+
     def look_ahead(self, aggregate_ids: list[UUID]) -> None:
         """Within a batch: learn in one query which of these do not exist yet (most
         receipts of a group), so that `get` need not ask for each."""

@@ -288,8 +288,7 @@ def decide(cmd: Command, message_id: str | None, app: OutdialApplication) -> Dec
                 error=reply.error,
             )
         )
-    if app._pending is not None:
-        app._pending.update((aggregate.id, aggregate) for aggregate in changed)
+    app.note_changed(changed)
     events = [event for aggregate in changed for event in aggregate.collect_events()]
     return Decision(reply, events)
 

@@ -101,6 +101,18 @@ class ReadModelMixin:
     def _insert_tracking(self, c: Any, tracking: Tracking) -> None:
         raise NotImplementedError
 
+    def _reader(self) -> Any:
+        """This thread's own connection for the API's reads (made on first use,
+        made again once closed)."""
+        readers = self.__dict__.setdefault("_readers", threading.local())
+        connection = getattr(readers, "connection", None)
+        if connection is None or getattr(connection, "closed", False):
+            connection = readers.connection = self._connect_reader()
+        return connection
+
+    def _connect_reader(self) -> Any:
+        raise NotImplementedError
+
     def _after_write(self, c: Any, position: int) -> None:
         """A hook for PostgreSQL's NOTIFY."""
 
@@ -399,15 +411,14 @@ class SQLiteReadModel(ReadModelMixin, SQLiteTrackingRecorder):
         # one consistent read (WAL), without the pool's locks, BEGIN and ROLLBACK
         # that a read through eventsourcing's datastore pays. Multi-statement
         # reads that must agree use `snapshot`.
-        readers = self.__dict__.setdefault("_readers", threading.local())
-        connection = getattr(readers, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(
-                self.datastore.pool.db_name, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA query_only = ON")
-            readers.connection = connection
-        yield connection.cursor()
+        yield self._reader().cursor()
+
+    def _connect_reader(self) -> Any:
+        connection = sqlite3.connect(
+            self.datastore.pool.db_name, isolation_level=None, check_same_thread=False
+        )
+        connection.execute("PRAGMA query_only = ON")
+        return connection
 
     def snapshot(self) -> contextlib.AbstractContextManager[Any]:
         return self.datastore.transaction(commit=False)
@@ -453,19 +464,20 @@ class PostgresReadModel(ReadModelMixin, PostgresTrackingRecorder):
         # the next read connects again.
         import psycopg
 
-        readers = self.__dict__.setdefault("_readers", threading.local())
-        connection = getattr(readers, "connection", None)
-        if connection is None or connection.closed:
-            pool = self.datastore.pool
-            options = dict(pool.kwargs) if isinstance(pool.kwargs, dict) else {}
-            connection = psycopg.connect(str(pool.conninfo), autocommit=True, **options)
-            readers.connection = connection
+        connection = self._reader()
         try:
             with connection.cursor(row_factory=_tuple_row) as c:
                 yield c
         except psycopg.OperationalError:
             connection.close()
             raise
+
+    def _connect_reader(self) -> Any:
+        import psycopg
+
+        pool = self.datastore.pool
+        options = dict(pool.kwargs) if isinstance(pool.kwargs, dict) else {}
+        return psycopg.connect(str(pool.conninfo), autocommit=True, **options)
 
     def _insert_tracking(self, c: Any, tracking: Tracking) -> None:
         PostgresTrackingRecorder._insert_tracking(self, c, tracking)
