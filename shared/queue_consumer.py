@@ -21,6 +21,8 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from shared.bus import JSON
+
 log = logging.getLogger("outdial.bus")
 
 
@@ -76,9 +78,7 @@ class QueueConsumer:
         """Answer to `reply_to`, if the sender asked for an answer."""
         if message.reply_to:
             await self.channel.default_exchange.publish(
-                aio_pika.Message(
-                    body, content_type="application/json", correlation_id=message.correlation_id
-                ),
+                aio_pika.Message(body, content_type=JSON, correlation_id=message.correlation_id),
                 routing_key=message.reply_to,
             )
 

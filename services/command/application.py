@@ -143,6 +143,3 @@ class OutdialApplication(Application[UUID]):
         """Where a receipt stands in the notification log: the position its command
         reached, since the receipt is always the last event a command saves."""
         return notification_id_of(self.recorder, receipt.id, 1)
-
-    def position(self) -> int:
-        return self.recorder.max_notification_id() or 0

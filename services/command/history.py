@@ -53,6 +53,3 @@ class AggregateHistory:
         if len(self._cache) > self.max_cached:
             self._cache.popitem(last=False)
         return aggregate
-
-    def forget(self) -> None:
-        self._cache.clear()

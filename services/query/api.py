@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services.query.positions import PositionBoard
 from services.query.read_model import Page, ReadModelMixin
 from shared import tokens
+from shared.bus import JSON
 from shared.client import OutdialClient
 from shared.metrics import HTTP_REQUESTS
 
@@ -77,7 +78,7 @@ class ApiError(Exception):
 
 
 def json_response(body: bytes, status: int = 200, **headers: str) -> web.Response:
-    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+    return web.Response(body=body, status=status, content_type=JSON, headers=headers)
 
 
 # ---- middlewares -------------------------------------------------------------

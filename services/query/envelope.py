@@ -34,13 +34,13 @@ from aio_pika.abc import (
 
 from services.query.positions import PositionBoard
 from services.query.read_model import Page, ReadModelMixin
+from shared.bus import JSON
 from shared.client import OutdialClient
 from shared.queue_consumer import QueueConsumer
 
 log = logging.getLogger("outdial.envelope")
 
 REQUEST_QUEUE = "bin-manager.outdial-manager.request"
-JSON = "application/json"
 ERROR_TYPE = "voipbin_error"
 DOMAIN = "outdial-manager"
 DEFAULT_PAGE_SIZE = 100

@@ -32,6 +32,7 @@ from services.query.api import (
     MAX_WAIT_SECONDS,
 )
 from shared.addresses import Address
+from shared.bus import JSON
 from shared.commands import (
     AddTarget,
     ClaimNextTarget,
@@ -48,7 +49,6 @@ from shared.shapes import NEVER
 REF_TEMPLATE = "#/components/schemas/{model}"
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"
 
-JSON = "application/json"
 TEXT = "text/plain"
 
 # ---- response shapes (documentation only) ------------------------------------

@@ -13,7 +13,9 @@ a suffix that a replay builds beside it (`_next`) and then swaps in by renaming.
 Every query the API makes is served by an index:
 - an outdial or target by id: the primary keys;
 - a customer's live outdials, newest first: `(customer_id, tm_create, id)` where not deleted;
-- an outdial's live targets, newest first: `(outdial_id, tm_create, id)` where not deleted.
+- an outdial's live targets, newest first: `(outdial_id, tm_create, id)` where not deleted;
+- an outdial's available targets, least recently updated first: `(outdial_id,
+  tm_update, id)` where idle and not deleted.
 """
 
 from __future__ import annotations
