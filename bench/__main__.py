@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import figures
 from bench.figures import Figure
 
-ALL = ("command", "latency", "claim", "lag", "replay", "http")
+ALL = ("command", "latency", "claim", "lag", "replay", "http", "memory")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,13 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-commands", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=5000, help="HTTP requests per run")
     parser.add_argument("--http-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--memory-events", type=int, default=1_000_000, help="events before the memory reading"
+    )
     parser.add_argument("--json", type=Path, default=Path("var/bench-results.json"))
     parser.add_argument("--tiny", action="store_true", help="a smoke test: tiny sizes")
     args = parser.parse_args(argv)
     if args.tiny:
         args.commands, args.concurrency, args.batches, args.big = 100, 10, 1, 1000
         args.samples, args.events, args.requests, args.http_concurrency = 10, 2000, 200, 4
-        args.claim_targets, args.lag_commands = 200, 50
+        args.claim_targets, args.lag_commands, args.memory_events = 200, 50, 3000
 
     results: list[Figure] = []
     started = time.monotonic()
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         results += figures.replay_speed(args.store, args.events)
     if "http" in args.only:
         results += asyncio.run(figures.http_reads(args.store, args.requests, args.http_concurrency))
+    if "memory" in args.only:
+        results += asyncio.run(figures.memory_growth(args.store, args.memory_events))
 
     print(
         f"\nstore: {args.store}; {platform.node()}, {os.cpu_count()} cores, "

@@ -22,6 +22,7 @@ from bench.harness import (
     outdial,
     python_module,
     rpc_load,
+    rss_bytes,
     start,
 )
 from services.command.application import OutdialApplication
@@ -445,3 +446,74 @@ async def http_reads(store: str, requests: int, concurrency: int) -> list[Figure
         finally:
             service.stop()
     return figures
+
+
+async def memory_growth(store: str, events: int) -> list[Figure]:
+    """Resident memory of `outdial run` after `events` events against after 1,000.
+
+    Every path is warmed up before the first reading (a claim, HTTP reads), so the
+    figure shows what grows with the store, not what the first request imports.
+    """
+    customer = uuid.uuid4()
+    secret = "bench-secret-bench-secret-bench-secret"
+    with fresh_store(store) as (url, cwd):
+        port = free_port()
+        env = {
+            "OUTDIAL_DATABASE_URL": url,
+            "OUTDIAL_HTTP_PORT": str(port),
+            "OUTDIAL_JWT_SECRET": secret,
+        }
+        service = start(outdial("run"), env, cwd, '"msg":"ready"')
+        auth = {"Authorization": f"Bearer {tokens.mint(customer, secret)}"}
+        base = f"http://127.0.0.1:{port}/v1.0/outdials"
+        try:
+            async with OutdialClient(amqp_url()) as client, aiohttp.ClientSession() as http:
+
+                async def fill_to(count: int) -> int:
+                    """Add targets in batches of 1,000 until the store holds `count` events;
+                    return the position once the read model shows it."""
+                    position = 0
+                    while position < count:
+                        outdial_id = await new_outdial(client, str(customer))
+                        for _ in range(max(1, min(100, (count - position) // 1000))):
+                            reply = await client.send_raw(
+                                add_targets(str(customer), outdial_id, 1000), timeout=120
+                            )
+                            assert reply["status_code"] == 200, reply
+                            position = int(reply["position"])
+                            if position >= count:
+                                break
+                    headers = {**auth, "X-Outdial-Min-Position": str(position)}
+                    for path in ("", f"/{outdial_id}", f"/{outdial_id}/targets?page_size=100"):
+                        async with http.get(base + path, headers=headers) as r:
+                            assert r.status == 200, r.status
+                            await r.read()
+                    # The projection has caught up: the claim finds its candidates.
+                    claim = await client.send(
+                        {
+                            "type": "ClaimNextTarget",
+                            "customer_id": str(customer),
+                            "outdial_id": outdial_id,
+                            **{f"max_try_count_{i}": 3 for i in range(5)},
+                            "try_interval_ms": 0,
+                        }
+                    )
+                    assert claim["status_code"] == 200, claim
+                    return position
+
+                small = await fill_to(1000)
+                rss_small = rss_bytes(service.pid)
+                large = await fill_to(events)
+                rss_large = rss_bytes(service.pid)
+        finally:
+            service.stop()
+    mib = 1024 * 1024
+    return [
+        Figure(
+            f"resident memory of outdial run after {large:,} events (vs after {small:,})",
+            rss_large / mib,
+            rss_small / mib,
+            "MiB",
+            "<= 1.2",
+        )
+    ]
