@@ -10,6 +10,16 @@ import pytest
 
 from shared.store import connect_postgres, parse_store_url
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-scale",
+        type=int,
+        default=1,
+        help="multiply the sizes of tests/reliability (CI: 1; e.g. 10 for a 10-minute soak)",
+    )
+
+
 POSTGRES_URL = os.environ.get(
     "OUTDIAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

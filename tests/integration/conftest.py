@@ -6,6 +6,7 @@ Every test that talks to the bus starts from empty `outdial.commands` and
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
 from shared.client import OutdialClient
 from shared.config import DEFAULT_AMQP_URL
 
-AMQP_URL = DEFAULT_AMQP_URL
+# OUTDIAL_AMQP_URL may name another virtual host, so that two runs of the suite on one
+# broker (say, two checkouts) do not purge each other's queues.
+AMQP_URL = os.environ.get("OUTDIAL_AMQP_URL", DEFAULT_AMQP_URL)
 
 
 def _reachable(port: int) -> bool:
