@@ -7,7 +7,8 @@ import os
 import socket
 import subprocess
 import sys
-from collections import defaultdict
+import threading
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen[str]:
     )
 
 
+def logged(process: subprocess.Popen[str]) -> deque[str]:
+    """The child's log lines after the one `wait_for_log` waited for (the latest 10,000)."""
+    return _LOGGED.setdefault(process.pid, deque(maxlen=10_000))
+
+
+_LOGGED: dict[int, deque[str]] = {}
+
+
 async def wait_for_log(process: subprocess.Popen[str], msg: str, timeout: float = 20) -> None:
     """Read the child's JSON log lines until one has `"msg": msg`."""
     assert process.stderr is not None
@@ -46,6 +55,10 @@ async def wait_for_log(process: subprocess.Popen[str], msg: str, timeout: float 
         lines = []
         for line in stderr:
             if f'"msg":"{msg}"' in line:
+                # Keep draining, or a busy child blocks on a full pipe; keep the
+                # latest lines for tests that look for what the child said.
+                later = logged(process).extend
+                threading.Thread(target=later, args=(stderr,), daemon=True).start()
                 return
             lines.append(line)
         raise AssertionError(f"the process ended before logging {msg!r}:\n{''.join(lines)}")

@@ -25,8 +25,11 @@ pytestmark = pytest.mark.integration
 class Platform:
     """Sends request envelopes and awaits their responses, like the Go services do."""
 
+    def __init__(self, amqp_url: str = AMQP_URL):
+        self.amqp_url = amqp_url
+
     async def __aenter__(self) -> Platform:
-        self.connection = await aio_pika.connect(AMQP_URL)
+        self.connection = await aio_pika.connect(self.amqp_url)
         self.channel = await self.connection.channel()
         self.replies = await self.channel.declare_queue(exclusive=True)
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}

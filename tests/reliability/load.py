@@ -1,0 +1,106 @@
+"""A steady load of confirmed commands, and what the event store says became of it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aio_pika
+import orjson
+
+from services.command.application import OutdialApplication
+from services.command.domain import OutdialTarget
+from shared.bus import COMMAND_QUEUE, JSON
+
+
+@dataclass
+class ConfirmedLoad:
+    """Publishes `AddTarget`s named after their message_id, each until the broker confirms it.
+
+    A publish that fails (the broker is away) is tried again with the same
+    message_id, as a careful producer would; only a confirm counts.
+    """
+
+    amqp_url: str
+    customer_id: str
+    outdial_id: str
+    rate: float = 50.0
+    confirmed: list[str] = field(default_factory=list)
+    failed_publishes: int = 0
+
+    def body(self, message_id: str) -> bytes:
+        return orjson.dumps(
+            {
+                "type": "AddTarget",
+                "customer_id": self.customer_id,
+                "outdial_id": self.outdial_id,
+                "name": message_id,
+                "detail": "",
+                "data": "",
+                "destination_0": {"type": "tel", "target": "+15559876543"},
+            }
+        )
+
+    async def run(self, stop: asyncio.Event, deadline: float) -> None:
+        connection = await aio_pika.connect_robust(self.amqp_url, reconnect_interval=0.5)
+        async with connection:
+            channel = await connection.channel()  # publisher confirms are on by default
+            i = 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                message_id = f"load-{i}"
+                while time.monotonic() < deadline:
+                    try:
+                        await asyncio.wait_for(
+                            channel.default_exchange.publish(
+                                aio_pika.Message(
+                                    self.body(message_id),
+                                    content_type=JSON,
+                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                    message_id=message_id,
+                                ),
+                                routing_key=COMMAND_QUEUE,
+                            ),
+                            timeout=5,
+                        )
+                    except Exception:  # any failure: not confirmed, try again
+                        self.failed_publishes += 1
+                        await asyncio.sleep(0.2)
+                        continue
+                    self.confirmed.append(message_id)
+                    break
+                i += 1
+                await asyncio.sleep(1 / self.rate)
+
+
+def stored_target_names(store_url: str) -> Counter[str]:
+    """How many targets the event store holds per name, read from the events themselves."""
+    app = OutdialApplication.from_url(store_url)
+    names: Counter[str] = Counter()
+    try:
+        position = 0
+        while page := app.recorder.select_notifications(position, 1000, inclusive_of_start=False):
+            for notification in page:
+                event = app.mapper.to_domain_event(notification)
+                if isinstance(event, OutdialTarget.Created):
+                    names[event.name] += 1  # type: ignore[attr-defined]
+            position = page[-1].id
+    finally:
+        app.close()
+    return names
+
+
+async def wait_for(predicate: object, timeout: float, what: str) -> float:
+    """Seconds until the (sync or async) `predicate()` holds; fails after `timeout`."""
+    assert callable(predicate)
+    began = time.monotonic()
+    while True:
+        outcome = predicate()
+        if asyncio.iscoroutine(outcome):
+            outcome = await outcome
+        if outcome:
+            return time.monotonic() - began
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,144 @@
+"""PostgreSQL stopped and started under load: commands wait unacknowledged (or are
+requeued), are not dead-lettered and not lost, and `outdial run` recovers without a
+restart.
+
+The database is a private server (private_servers.py) on a free port, so stopping it
+touches nobody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import orjson
+import pytest
+
+from shared import tokens
+from shared.bus import EVENT_EXCHANGE
+from shared.client import OutdialClient
+from tests.integration.conftest import AMQP_URL, dead_letters, purge_command_queues
+from tests.integration.processes import free_port, logged, start, wait_for_log
+from tests.reliability.load import ConfirmedLoad, stored_target_names, wait_for
+from tests.reliability.private_servers import private_postgres
+from tests.reliability.test_broker_restart import SECRET, TAP, answered, ready, tapped_names
+
+pytestmark = pytest.mark.integration
+
+OUTAGE = 10.0
+
+
+async def read_back(port: int, customer: str, outdial_id: str, position: int) -> int:
+    """The status of a read that waits for `position`: the projector has caught up."""
+    headers = {
+        "Authorization": f"Bearer {tokens.mint(uuid.UUID(customer), SECRET)}",
+        "X-Outdial-Min-Position": str(position),
+    }
+    url = f"http://127.0.0.1:{port}/v1.0/outdials/{outdial_id}/targets?page_size=1"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+        return r.status
+
+
+async def test_commands_wait_for_the_database_and_nothing_is_lost(
+    tmp_path: Path, scale: int
+) -> None:
+    await purge_command_queues()
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            EVENT_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        tap = await channel.declare_queue(TAP, durable=True)
+        await tap.bind(exchange, "#")
+        await tap.purge()
+
+    with private_postgres() as database:
+        store = f"{database.url}?schema=outdial"
+        port = free_port()
+        service = start(
+            ["run"],
+            tmp_path,
+            OUTDIAL_DATABASE_URL=store,
+            OUTDIAL_HTTP_PORT=str(port),
+            OUTDIAL_JWT_SECRET=SECRET,
+        )
+        try:
+            await wait_for_log(service, "ready")
+            customer = str(uuid.uuid4())
+            async with OutdialClient(AMQP_URL) as client:
+                created = await client.send(
+                    {
+                        "type": "CreateOutdial",
+                        "customer_id": customer,
+                        "name": "campaign",
+                        "detail": "",
+                        "data": "",
+                    }
+                )
+            outdial_id = created["data"]["id"]
+            load = ConfirmedLoad(AMQP_URL, customer, outdial_id, rate=40)
+            stop = asyncio.Event()
+            publishing = asyncio.create_task(load.run(stop, time.monotonic() + 60 * scale))
+            await wait_for(lambda: len(load.confirmed) >= 40, 20, "a first load confirmed")
+
+            for _ in range(scale):
+                database.stop()
+                # Longer than eventsourcing's own retries of a lost connection (10 x 0.2 s
+                # and more), so the consumer's requeue path is taken.
+                await asyncio.sleep(OUTAGE)
+                database.start()
+                seconds = await wait_for(
+                    lambda: answered(AMQP_URL, customer), 30, "commands are answered again"
+                )
+                print(f"commands answered {seconds:.1f} s after the database came back")
+                await wait_for(lambda: ready(port), 30, "/readyz is 200 again")
+
+            stop.set()
+            await publishing
+            confirmed = set(load.confirmed)
+            await wait_for(
+                lambda: confirmed <= set(stored_target_names(store)),
+                60,
+                "every confirmed command stored",
+            )
+            stored = stored_target_names(store)
+            assert {name for name, n in stored.items() if n > 1} == set(), "applied twice"
+            assert await dead_letters() == [], "a store outage is not the command's fault"
+            # The outage was felt: commands in flight waited for the database, unacked
+            # (eventsourcing retries a lost connection; past its retries the consumer
+            # requeues with a back-off), and none was answered with an error.
+            commands = [orjson.loads(line) for line in logged(service) if '"msg":"command"' in line]
+            assert {c["outcome"] for c in commands} <= {200, "requeued"}
+            longest = max(c["ms"] for c in commands)
+            assert longest > OUTAGE * 1000 / 2, longest
+
+            # The projector and the relay recovered too, without a restart.
+            async with OutdialClient(AMQP_URL) as client:
+                last = await client.send(
+                    {
+                        "type": "UpdateOutdialData",
+                        "customer_id": customer,
+                        "outdial_id": outdial_id,
+                        "data": "after",
+                    }
+                )
+            assert await read_back(port, customer, outdial_id, last["position"]) == 200
+            published: set[str] = set()
+
+            async def all_published() -> bool:
+                published.update(await tapped_names(AMQP_URL))
+                return set(stored) <= published
+
+            await wait_for(all_published, 30, "the relay published every stored target")
+            print(
+                f"confirmed {len(confirmed)}, stored {sum(stored.values())}, "
+                f"published {len(published)}, longest wait {longest / 1000:.1f} s"
+            )
+        finally:
+            service.terminate()
+            service.wait(30)
