@@ -10,10 +10,13 @@ What happens to a message:
 - a known command with bad fields is answered 400 and acked;
 - a message that cannot be parsed at all is answered 400 and dead-lettered to
   `outdial.commands.dead` (published with a broker confirm, then acked);
-- the store being unreachable is not the command's fault: the message is
-  requeued after a back-off and retried, nothing is answered;
-- any other failure (a bug) is answered 500, logged with its traceback, and
-  dead-lettered with the error in its headers, so it never blocks the queue.
+- the store being unreachable, locked or read-only is not the command's fault:
+  the message is requeued after a back-off and retried, nothing is answered;
+- any other failure (a bug, or a fault that may pass) is tried again after a
+  growing back-off, in the message's own task, so other commands go on
+  meanwhile; when every attempt has failed it is answered 500 once, logged with
+  its traceback, and dead-lettered with the error in its headers, so it never
+  blocks the queue (`outdial dead-letters replay` sends it back once fixed).
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
 import orjson
+import pamqp.encode
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -46,10 +51,66 @@ log = logging.getLogger("outdial.command")
 MAX_GROUP = 100
 # Back-off before a message is requeued because the store is unavailable.
 STORE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+# Back-off before the 2nd and the 3rd attempt of a command whose handler failed
+# unexpectedly: a fault that passes gets another chance, a lasting one (a bug)
+# is dead-lettered after three attempts instead of being retried forever.
+FAILURE_RETRY_DELAYS = (0.5, 1.0)
+# PostgreSQL's "cannot execute INSERT in a read-only transaction" (a standby after
+# a failover, a read-only role or database), which psycopg files as an internal error.
+READ_ONLY_SQL_TRANSACTION = "25006"
+
+# Bytes of a message's own headers carried to the dead-letter queue, beside ours: a
+# content header must fit in one frame (128 KiB on RabbitMQ), and one that does not
+# makes the broker close the publishing connection, the consumer's.
+MAX_CARRIED_HEADERS = 64 * 1024
+
+INTERNAL_ERROR = Reply(500, error={"code": "internal_error", "message": "internal error"})
 
 
 class StoreUnavailable(Exception):
     pass
+
+
+class CommandFailed(Exception):
+    """Every attempt of a command failed; `error` is the last one's."""
+
+    def __init__(self, error: Exception, attempts: int):
+        super().__init__(describe(error))
+        self.error = error
+        self.attempts = attempts
+
+
+def store_unavailable(error: BaseException) -> bool:
+    """Down, locked, read-only or full: the command may succeed later as it is."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    return getattr(error.__cause__, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION
+
+
+def describe(error: BaseException) -> str:
+    """The error and, when eventsourcing wrapped the driver's, the driver's code
+    (SQLite's SQLITE_IOERR_WRITE for a file made immutable says more than its
+    "disk I/O error")."""
+    text = f"{type(error).__name__}: {error}"
+    cause = error.__cause__
+    code = getattr(cause, "sqlite_errorname", None) or getattr(cause, "sqlstate", None)
+    if code:
+        text += f" ({code})"
+    return text
+
+
+def carried_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    """A message's own headers, if they can go with it to the dead-letter queue;
+    else a note that they were dropped. A table too big, or with a value the
+    client cannot encode again (a long string that is not UTF-8 comes back as
+    bytes), would fail that publish every time the message is redelivered."""
+    try:
+        size = len(pamqp.encode.field_table(headers))
+    except (TypeError, ValueError):
+        return {"x-outdial-headers-dropped": "not encodable"}
+    if size > MAX_CARRIED_HEADERS:
+        return {"x-outdial-headers-dropped": f"{size} bytes"}
+    return dict(headers)
 
 
 class CommandConsumer(QueueConsumer):
@@ -62,12 +123,14 @@ class CommandConsumer(QueueConsumer):
         *,
         prefetch: int = 64,
         on_stored: Callable[[], None] = lambda: None,
+        retry_delays: Sequence[float] = FAILURE_RETRY_DELAYS,
     ):
         super().__init__(amqp_url, prefetch=prefetch)
         self.app = app
         # Told after each command that stored events, so readers of the log in
         # this process (projector, relay) need not poll for them.
         self.on_stored = on_stored
+        self.retry_delays = tuple(retry_delays)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outdial-writer")
         self._waiting: list[tuple[Command, str | None, asyncio.Future[Reply]]] = []
         self._drainer: asyncio.Future[None] | None = None
@@ -96,7 +159,7 @@ class CommandConsumer(QueueConsumer):
             )
             await self._reply(message, reply)
             if invalid.unparseable:
-                await self._dead_letter(message, invalid.message)
+                await self._dead_letter(message, "InvalidCommand", invalid.message)
                 outcome: int | str = "dead-lettered"
             else:
                 outcome = 400
@@ -106,28 +169,34 @@ class CommandConsumer(QueueConsumer):
 
         command_type = command.type
         try:
-            reply = await self._handle(command, message.message_id)
+            reply = await self._apply(command, message.message_id)
         except StoreUnavailable as e:
             delay = STORE_RETRY_DELAYS[min(self._store_failures, len(STORE_RETRY_DELAYS) - 1)]
             self._store_failures += 1
             log.error(
-                "store unavailable; command requeued",
+                "store unavailable (down, locked or read-only); command requeued",
                 extra={"fields": {"type": command_type, "error": str(e), "retry_in_s": delay}},
             )
             await asyncio.sleep(delay)
             await message.nack(requeue=True)
             self._log(message, command_type, "requeued", started)
             return
-        except Exception as e:
-            log.exception(
-                "command failed",
-                extra={"fields": {"type": command_type, "message_id": message.message_id}},
+        except CommandFailed as failed:
+            log.error(
+                "command failed; dead-lettered",
+                exc_info=failed.error,
+                extra={
+                    "fields": {
+                        "type": command_type,
+                        "message_id": message.message_id,
+                        "attempts": failed.attempts,
+                    }
+                },
             )
-            await self._reply(
-                message,
-                Reply(500, error={"code": "internal_error", "message": "internal error"}),
+            await self._reply(message, INTERNAL_ERROR)
+            await self._dead_letter(
+                message, type(failed.error).__name__, str(failed), attempts=failed.attempts
             )
-            await self._dead_letter(message, f"{type(e).__name__}: {e}")
             await message.ack()
             self._log(message, command_type, "dead-lettered", started)
             return
@@ -137,6 +206,39 @@ class CommandConsumer(QueueConsumer):
         await self._reply(message, reply)
         await message.ack()
         self._log(message, command_type, reply.status_code, started)
+
+    async def give_up(self, message: AbstractIncomingMessage, error: Exception) -> None:
+        """Processing itself broke (not a handler): park the message with the error
+        rather than drop it; its sender may have had a reply or not."""
+        await self._dead_letter(message, type(error).__name__, describe(error))
+        await message.ack()
+
+    async def _apply(self, command: Command, message_id: str | None) -> Reply:
+        """The command's reply, trying again after a back-off while its handler fails
+        unexpectedly. Only this message's task waits meanwhile: the writer goes on
+        with the other commands. Raises CommandFailed once the attempts are spent."""
+        for attempt, delay in enumerate((*self.retry_delays, None), start=1):
+            try:
+                return await self._handle(command, message_id)
+            except StoreUnavailable:
+                raise
+            except Exception as e:
+                if delay is None:
+                    raise CommandFailed(e, attempt) from e
+                log.warning(
+                    "command failed; retrying",
+                    exc_info=True,
+                    extra={
+                        "fields": {
+                            "type": command.type,
+                            "message_id": message_id,
+                            "attempt": attempt,
+                            "retry_in_s": delay,
+                        }
+                    },
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _handle(self, command: Command, message_id: str | None) -> Reply:
         """The command's reply, once its events are stored. Commands that arrive
@@ -148,9 +250,10 @@ class CommandConsumer(QueueConsumer):
             self._drainer = asyncio.ensure_future(self._drain())
         try:
             return await future
-        except (OperationalError, InterfaceError) as e:
-            # Down, locked, read-only or full: the command may succeed later.
-            raise StoreUnavailable(str(e)) from e
+        except Exception as e:
+            if store_unavailable(e):
+                raise StoreUnavailable(describe(e)) from e
+            raise
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -172,22 +275,36 @@ class CommandConsumer(QueueConsumer):
     async def _reply(self, message: AbstractIncomingMessage, reply: Reply) -> None:
         try:
             await self.publish_reply(message, orjson.dumps(reply.body()))
-        except aio_pika.exceptions.AMQPError:
+        except Exception:
             # The command is done either way; a reply that cannot be sent (too big,
-            # broker hiccup) must not keep the message unacked and redelivered.
+            # broker hiccup, a reply_to that breaks the connection) must not keep
+            # the message unacked and redelivered. The sender resends it, with its
+            # message_id, and gets the same reply from the receipt.
             log.exception("reply failed", extra={"fields": {"message_id": message.message_id}})
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, error: str) -> None:
-        headers: dict[str, Any] = dict(message.headers or {})
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, error_type: str, error: str, *, attempts: int = 1
+    ) -> None:
+        """Park the message on the dead-letter queue as it came (its body and the
+        properties a replay needs), with what failed, how often and when in
+        `x-outdial-*` headers (see services/dead_letters.py)."""
+        headers = carried_headers(message.headers or {})
         headers["x-outdial-error"] = error[:4096]
+        headers["x-outdial-error-type"] = error_type
+        headers["x-outdial-attempts"] = attempts
+        headers["x-outdial-dead-at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
         await self.channel.default_exchange.publish(
             aio_pika.Message(
                 body=message.body,
                 headers=headers,
                 content_type=message.content_type,
+                content_encoding=message.content_encoding,
                 message_id=message.message_id,
                 correlation_id=message.correlation_id,
                 reply_to=message.reply_to,
+                timestamp=message.timestamp,
+                type=message.type,
+                app_id=message.app_id,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key=DEAD_LETTER_QUEUE,
