@@ -1,16 +1,26 @@
 """The bus client: send a command to `outdial.commands` and await its reply.
 
-One client for everyone who writes: other services, the tests, and (later) the
-HTTP API. Replies come back on an exclusive queue of this client, matched to
-their command by `correlation_id`. A retry must reuse the same `message_id`, so
-that the service applies the command at most once.
+One client for everyone who writes: other services, the tests, the HTTP API and
+the envelope listener. Replies come back on an exclusive queue of this client,
+matched to their command by `correlation_id`. A command that gets no reply in
+time is sent again with the same `message_id`, so the service applies it at most
+once and answers the retry with the first reply.
+
+Two layers: `send` takes a command (a model or a plain dict) and returns the
+reply body as it is; the typed methods (`create_outdial`, `add_target`, ...)
+take typed arguments, check them with the very models the service parses, and
+return a `Written` resource model or raise the `OutdialError` of the reply's
+`error.code`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+from uuid import UUID
 
 import aio_pika
 import orjson
@@ -22,11 +32,238 @@ from aio_pika.abc import (
 )
 from pydantic import BaseModel
 
+from shared import commands, errors
 from shared.bus import COMMAND_QUEUE, JSON
+from shared.commands import TargetFields, parse_command
 from shared.config import DEFAULT_AMQP_URL
+from shared.resources import (
+    AddedTargets,
+    ClaimedTarget,
+    CustomerOutdial,
+    CustomerTarget,
+    ErrorDetail,
+)
+
+R = TypeVar("R", bound=BaseModel)
 
 
-class OutdialClient:
+@dataclass(frozen=True)
+class Written(Generic[R]):
+    """What a command did: the resource as it is now, and the store's position after it.
+
+    A read that sends `X-Outdial-Min-Position: position` sees the write.
+    """
+
+    data: R
+    position: int
+
+
+class TypedCommands:
+    """One method per command of CONTRACT 3, on top of `send`.
+
+    Arguments are checked by the command models the service itself parses, so a
+    mistake raises pydantic's ValidationError here, before anything is sent. A
+    refused command raises the `shared.errors` class of its code. Each call may be
+    retried (`retries`) on a timeout under the same `message_id`.
+    """
+
+    async def send_raw(
+        self, body: bytes, *, message_id: str | None, timeout: float, retries: int
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def execute(
+        self,
+        command: dict[str, Any],
+        result: type[R],
+        *,
+        message_id: str | None,
+        timeout: float,
+        retries: int,
+    ) -> Written[R]:
+        """Check a command as the service will, send it, and read the reply's data."""
+        body = orjson.dumps({k: v for k, v in command.items() if v is not None}, default=_model)
+        try:
+            parse_command(body)
+        except commands.InvalidCommand as e:
+            details = [ErrorDetail.model_validate(d) for d in e.details]
+            raise errors.InvalidCommand("invalid_command", e.message, details) from None
+        reply = await self.send_raw(body, message_id=message_id, timeout=timeout, retries=retries)
+        if reply.get("status_code") != 200:
+            raise errors.error_of(reply)
+        return Written(result.model_validate(reply["data"]), int(reply["position"]))
+
+    async def create_outdial(
+        self,
+        customer_id: UUID | str,
+        *,
+        name: str,
+        detail: str = "",
+        data: str = "",
+        campaign_id: UUID | str | None = None,
+        id: UUID | str | None = None,
+        **call: Any,
+    ) -> Written[CustomerOutdial]:
+        command: dict[str, Any] = {
+            "type": "CreateOutdial",
+            "customer_id": customer_id,
+            "name": name,
+        }
+        command |= {"detail": detail, "data": data, "campaign_id": campaign_id, "id": id}
+        return await self.execute(command, CustomerOutdial, **_call(call))
+
+    async def update_outdial(
+        self,
+        customer_id: UUID | str,
+        outdial_id: UUID | str,
+        *,
+        name: str,
+        detail: str,
+        **call: Any,
+    ) -> Written[CustomerOutdial]:
+        command: dict[str, Any] = {
+            "type": "UpdateOutdial",
+            "customer_id": customer_id,
+            "outdial_id": outdial_id,
+        }
+        command |= {"name": name, "detail": detail}
+        return await self.execute(command, CustomerOutdial, **_call(call))
+
+    async def update_outdial_campaign(
+        self,
+        customer_id: UUID | str,
+        outdial_id: UUID | str,
+        campaign_id: UUID | str,
+        **call: Any,
+    ) -> Written[CustomerOutdial]:
+        command: dict[str, Any] = {"type": "UpdateOutdialCampaign", "customer_id": customer_id}
+        command |= {"outdial_id": outdial_id, "campaign_id": campaign_id}
+        return await self.execute(command, CustomerOutdial, **_call(call))
+
+    async def update_outdial_data(
+        self, customer_id: UUID | str, outdial_id: UUID | str, data: str, **call: Any
+    ) -> Written[CustomerOutdial]:
+        command: dict[str, Any] = {"type": "UpdateOutdialData", "customer_id": customer_id}
+        command |= {"outdial_id": outdial_id, "data": data}
+        return await self.execute(command, CustomerOutdial, **_call(call))
+
+    async def delete_outdial(
+        self, customer_id: UUID | str, outdial_id: UUID | str, **call: Any
+    ) -> Written[CustomerOutdial]:
+        command: dict[str, Any] = {
+            "type": "DeleteOutdial",
+            "customer_id": customer_id,
+            "outdial_id": outdial_id,
+        }
+        return await self.execute(command, CustomerOutdial, **_call(call))
+
+    async def add_target(
+        self,
+        customer_id: UUID | str,
+        outdial_id: UUID | str,
+        target: TargetFields | dict[str, Any],
+        **call: Any,
+    ) -> Written[CustomerTarget]:
+        command: dict[str, Any] = {
+            "type": "AddTarget",
+            "customer_id": customer_id,
+            "outdial_id": outdial_id,
+        }
+        command |= _fields(target)
+        return await self.execute(command, CustomerTarget, **_call(call))
+
+    async def add_targets(
+        self,
+        customer_id: UUID | str,
+        outdial_id: UUID | str,
+        targets: Sequence[TargetFields | dict[str, Any]],
+        **call: Any,
+    ) -> Written[AddedTargets]:
+        command: dict[str, Any] = {
+            "type": "AddTargets",
+            "customer_id": customer_id,
+            "outdial_id": outdial_id,
+        }
+        command["targets"] = [_fields(t) for t in targets]
+        return await self.execute(command, AddedTargets, **_call(call))
+
+    async def delete_target(
+        self, customer_id: UUID | str, outdial_id: UUID | str, target_id: UUID | str, **call: Any
+    ) -> Written[CustomerTarget]:
+        command: dict[str, Any] = {
+            "type": "DeleteTarget",
+            "customer_id": customer_id,
+            "outdial_id": outdial_id,
+        }
+        command["target_id"] = target_id
+        return await self.execute(command, CustomerTarget, **_call(call))
+
+    async def claim_next_target(
+        self,
+        customer_id: UUID | str,
+        outdial_id: UUID | str,
+        max_try_counts: Sequence[int],
+        try_interval_ms: int = 0,
+        **call: Any,
+    ) -> Written[ClaimedTarget]:
+        """The next target to dial, now progressing; NoAvailableTarget when none is."""
+        command: dict[str, Any] = {
+            "type": "ClaimNextTarget",
+            "customer_id": customer_id,
+            "outdial_id": outdial_id,
+        }
+        command |= {f"max_try_count_{i}": n for i, n in enumerate(max_try_counts)}
+        command["try_interval_ms"] = try_interval_ms
+        return await self.execute(command, ClaimedTarget, **_call(call))
+
+    async def mark_target_progressing(
+        self,
+        customer_id: UUID | str,
+        outdial_id: UUID | str,
+        target_id: UUID | str,
+        destination_index: int,
+        **call: Any,
+    ) -> Written[CustomerTarget]:
+        command: dict[str, Any] = {"type": "MarkTargetProgressing", "customer_id": customer_id}
+        command |= {"outdial_id": outdial_id, "target_id": target_id}
+        command["destination_index"] = destination_index
+        return await self.execute(command, CustomerTarget, **_call(call))
+
+    async def update_target_status(
+        self,
+        customer_id: UUID | str,
+        outdial_id: UUID | str,
+        target_id: UUID | str,
+        status: Literal["idle", "done"],
+        **call: Any,
+    ) -> Written[CustomerTarget]:
+        command: dict[str, Any] = {"type": "UpdateTargetStatus", "customer_id": customer_id}
+        command |= {"outdial_id": outdial_id, "target_id": target_id, "status": status}
+        return await self.execute(command, CustomerTarget, **_call(call))
+
+
+def _call(options: dict[str, Any]) -> dict[str, Any]:
+    """The per-call options every typed method takes: message_id, timeout, retries."""
+    unknown = set(options) - {"message_id", "timeout", "retries"}
+    if unknown:
+        raise TypeError(f"unexpected arguments: {sorted(unknown)}")
+    return {"message_id": None, "timeout": 10.0, "retries": 2} | options
+
+
+def _model(value: object) -> Any:
+    """orjson's fallback: a pydantic model (an Address in a dict) as its JSON data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _fields(target: TargetFields | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(target, TargetFields):
+        return target.model_dump(mode="json", exclude_none=True)
+    return dict(target)
+
+
+class OutdialClient(TypedCommands):
     def __init__(self, amqp_url: str = DEFAULT_AMQP_URL, *, queue: str = COMMAND_QUEUE):
         self.amqp_url = amqp_url
         self.queue = queue  # another only to measure the bus itself (bench/)
@@ -76,19 +313,39 @@ class OutdialClient:
         *,
         message_id: str | None = None,
         timeout: float = 10.0,
+        retries: int = 0,
     ) -> dict[str, Any]:
         """Send one command and return its reply body (CONTRACT 3)."""
         body = (
-            command.model_dump_json().encode()
+            command.model_dump_json(exclude_none=True).encode()
             if isinstance(command, BaseModel)
             else orjson.dumps(command)
         )
-        return await self.send_raw(body, message_id=message_id, timeout=timeout)
+        return await self.send_raw(body, message_id=message_id, timeout=timeout, retries=retries)
 
     async def send_raw(
-        self, body: bytes, *, message_id: str | None = None, timeout: float = 10.0
+        self,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 0,
     ) -> dict[str, Any]:
-        """Send a body as it is (also one that is not a valid command) and await the reply."""
+        """Send a body as it is (also one that is not a valid command) and await the reply.
+
+        With `retries`, a command unanswered after `timeout` is sent again, up to
+        that many times, under the same `message_id`; then TimeoutError.
+        """
+        message_id = message_id or str(uuid.uuid4())
+        for attempt in range(retries + 1):
+            try:
+                return await self._call(body, message_id, timeout)
+            except TimeoutError:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _call(self, body: bytes, message_id: str, timeout: float) -> dict[str, Any]:
         assert self._channel is not None and self._replies is not None, "connect() first"
         correlation_id = str(uuid.uuid4())
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
