@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from uuid import UUID
 
-from services import bootstrap
+from services import bootstrap, importer
 from shared import tokens
 from shared.config import Settings
 from shared.logs import configure_logging
@@ -30,12 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     token = sub.add_parser("token", help="print a JWT for a customer, for trying the API")
     token.add_argument("--customer-id", type=UUID, required=True)
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default: a day)")
+    load = sub.add_parser("import", help="bulk import of targets from CSV")
+    load.add_argument("--customer-id", type=UUID, required=True)
+    load.add_argument("--outdial-id", type=UUID, required=True)
+    load.add_argument(
+        "file", type=Path, help="columns: name, detail, data, destination_N_type, ..."
+    )
     args = parser.parse_args(argv)
 
     settings = Settings()
     if args.command == "token":
         print(tokens.mint(args.customer_id, settings.secret, ttl_seconds=args.ttl))
         return 0
+
+    if args.command == "import":
+        return asyncio.run(
+            importer.run(settings.amqp_url, args.customer_id, args.outdial_id, args.file)
+        )
 
     configure_logging(settings.log_level)
     if args.command == "replay":
