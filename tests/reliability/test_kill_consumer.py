@@ -52,5 +52,6 @@ async def test_a_consumer_killed_mid_load_applies_every_confirmed_command_once(
             assert reply["data"]["id"] == target_id
     print(
         f"confirmed {len(confirmed)}, applied {sum(log.created.values())}, "
-        f"kills {children.kills} with {in_flight} in flight, replies {count + repeated} ({repeated} repeated)"
+        f"kills {children.kills} with {in_flight} in flight, "
+        f"replies {count + repeated} ({repeated} repeated)"
     )
