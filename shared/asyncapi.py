@@ -5,16 +5,13 @@ parses (`shared.commands`); every reply's and event's `data` is a model of
 `shared.resources`. So the document follows the models; `docs/asyncapi.yaml` is
 this document written out, and a test fails when the two differ. Regenerate:
 
-    python -m shared.asyncapi --write
+    python -m services.docs --write
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.metadata
-import sys
-from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel, Field, create_model
@@ -24,7 +21,6 @@ from shared import commands, resources
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, EVENT_EXCHANGE, EVENT_TYPES, JSON
 from shared.config import DEFAULT_AMQP_URL
 
-DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
 REF = "#/components/schemas/{model}"
 
 # The reply `data` of each command.
@@ -171,7 +167,7 @@ def document() -> dict[str, Any]:
             "description": (
                 "Commands to the outdial service over RabbitMQ, their replies, and the "
                 "events it publishes. Built from the service's own pydantic models "
-                "(`python -m shared.asyncapi --write`)."
+                "(`python -m services.docs --write`)."
             ),
         },
         "defaultContentType": JSON,
@@ -269,20 +265,3 @@ def render() -> str:
     import yaml  # only to write the document: not needed to run the service
 
     return str(yaml.safe_dump(document(), sort_keys=False, allow_unicode=True, width=100))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.asyncapi", description=__doc__)
-    parser.add_argument("--write", action="store_true", help=f"write {DOCUMENT}")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.write:
-        DOCUMENT.parent.mkdir(exist_ok=True)
-        DOCUMENT.write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
