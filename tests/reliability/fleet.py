@@ -47,10 +47,15 @@ class Fleet:
         self.children: list[subprocess.Popen[str]] = []
         self.kills = 0
 
+    def spawn(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        """Start `outdial <args>`; its log stays unread (run only what logs little)."""
+        process = start([*args], self.cwd, **{**self.env, **env})
+        self.children.append(process)
+        return process
+
     async def start(self, component: str, **env: str) -> subprocess.Popen[str]:
         """Start `outdial <component>` and wait until it logs that it is ready."""
-        process = start([component], self.cwd, **{**self.env, **env})
-        self.children.append(process)
+        process = self.spawn(component, **env)
         await wait_for_log(process, "ready", timeout=30)
         return process
 
