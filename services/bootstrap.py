@@ -28,7 +28,12 @@ from aiohttp import web
 from services.command.application import OutdialApplication
 from services.command.consumer import CommandConsumer
 from services.command.relay import EventRelay
-from services.query.api import Services, make_app
+from services.query.api import (
+    BODY_TIMEOUT_SECONDS,
+    HEADER_TIMEOUT_SECONDS,
+    Services,
+    make_app,
+)
 from services.query.envelope import EnvelopeListener
 from services.query.positions import (
     PositionBoard,
@@ -230,12 +235,23 @@ def relay(rt: Runtime) -> Component:
     return Component("relay", start, stop)
 
 
-def http_api(rt: Runtime) -> Component:
+def http_api(
+    rt: Runtime,
+    *,
+    header_timeout: float = HEADER_TIMEOUT_SECONDS,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
+) -> Component:
+    """The HTTP API; the timeouts cut slow clients off (tests shorten them)."""
     bus = OutdialClient(rt.settings.amqp_url)
     services = Services(
-        read_model=rt.read_model, bus=bus, positions=rt.board, secret=rt.settings.secret
+        read_model=rt.read_model,
+        bus=bus,
+        positions=rt.board,
+        secret=rt.settings.secret,
+        body_timeout=body_timeout,
     )
-    runner = web.AppRunner(make_app(services), access_log=None)
+    # aiohttp's keep-alive timer runs from the connect too: it is the header timeout.
+    runner = web.AppRunner(make_app(services), access_log=None, keepalive_timeout=header_timeout)
 
     async def store_reachable() -> str | None:
         try:

@@ -24,19 +24,21 @@ ShortText = Annotated[str, StringConstraints(max_length=1024)]
 
 # E.164 is at most 15 digits after "+", and never starts with 0. phonenumbers alone
 # would forgive spaces, dashes and extensions; the contract wants the strict form.
-_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 # user@domain, with an optional port; no spaces, no second "@", no scheme.
-_SIP = re.compile(
+SIP = re.compile(
     r"[A-Za-z0-9._~!$&'()*+,;=%-]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(?::([0-9]{1,5}))?"
 )
 # The canonical form only: UUID() would also take braces, "urn:uuid:" and bare hex.
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 
 def check_target(address_type: str, target: str) -> None:
     """Raise ValueError unless `target` is a valid address of `address_type`."""
     if address_type == "tel":
-        if not _E164.fullmatch(target):
+        if not E164.fullmatch(target):
             raise ValueError("a tel target must be E.164: '+' then digits only")
         try:
             number = phonenumbers.parse(target, None)
@@ -45,7 +47,7 @@ def check_target(address_type: str, target: str) -> None:
         if not phonenumbers.is_possible_number(number):
             raise ValueError("not a possible phone number")
     elif address_type == "sip":
-        match = _SIP.fullmatch(target)
+        match = SIP.fullmatch(target)
         if not match:
             raise ValueError("a sip target must be user@domain")
         if match[2] is not None and not 0 < int(match[2]) < 65536:
@@ -55,7 +57,7 @@ def check_target(address_type: str, target: str) -> None:
             validate_email(target, check_deliverability=False)
         except EmailNotValidError as e:
             raise ValueError(f"not an e-mail address: {e}") from None
-    elif address_type in UUID_ADDRESS_TYPES and not _UUID.fullmatch(target):
+    elif address_type in UUID_ADDRESS_TYPES and not UUID_TEXT.fullmatch(target):
         raise ValueError(f"a {address_type} target must be a UUID")
 
 

@@ -25,11 +25,12 @@ def customer_of(token: str, secret: str) -> UUID:
 
 
 @functools.lru_cache(maxsize=4096)
-def _verified(token: str, secret: str) -> tuple[UUID, float]:
+def _verified(token: str, secret: str) -> tuple[UUID, int]:
     # A client sends the same token with every request: its signature is checked
     # once, its expiry every time (by the caller). Invalid tokens raise, and
     # lru_cache keeps no exceptions.
     claims = jwt.decode(
         token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "customer_id"]}
     )
-    return UUID(str(claims["customer_id"])), float(claims["exp"])
+    # int, as PyJWT read it: float() overflows on an `exp` of 400 digits.
+    return UUID(str(claims["customer_id"])), int(claims["exp"])

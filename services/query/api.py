@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,11 +36,27 @@ MAX_PAGE_SIZE = 100
 MAX_AVAILABLE = 1000
 MAX_WAIT_SECONDS = 5.0
 BUS_TIMEOUT_SECONDS = 10.0
+# Slow clients (slowloris): a client has HEADER_TIMEOUT_SECONDS from connecting, or
+# from its last answer, to send a whole request head, else the connection is
+# closed; and BODY_TIMEOUT_SECONDS to send a body once its head is in, else 408.
+# aiohttp's server has no header-read timeout of its own, but its keep-alive
+# timer starts at connect and closes a connection still waiting for a whole
+# request head when it fires, so bootstrap passes this as `keepalive_timeout`.
+HEADER_TIMEOUT_SECONDS = 10.0
+BODY_TIMEOUT_SECONDS = 30.0
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
-_PAGE_TOKEN = re.compile(
-    r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6})"  # the last item's tm_create
+# ASCII digits ([0-9], not \d, which takes any script's): the OpenAPI document
+# gives this pattern to clients, and JSON Schema reads it as ECMA-262 does.
+PAGE_TOKEN_PATTERN = (
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6})"  # the last tm_create
     r"(?:\|([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}))?"  # and its id
 )
+_PAGE_TOKEN = re.compile(PAGE_TOKEN_PATTERN)
+# A UUID as OpenAPI's `format: uuid` means it (RFC 4122 text, either case); uuid.UUID
+# alone would also take 32 bare hex digits, braces and `urn:uuid:`.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+# ASCII digits only: int() alone would take " 5", "1_0" and other scripts' digits.
+_INTEGER = re.compile(r"-?[0-9]+")
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,6 +70,7 @@ class Services:
     bus: OutdialClient
     positions: PositionBoard
     secret: str
+    body_timeout: float = BODY_TIMEOUT_SECONDS
     readiness: list[Callable[[], Awaitable[str | None]]] = field(default_factory=list)
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="outdial-read")
@@ -150,10 +166,16 @@ async def read(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
 
 def path_id(request: web.Request, name: str) -> str:
     value = request.match_info[name]
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise ApiError(400, "invalid_id", f"{name} is not a UUID: {value!r}") from None
+    if not _UUID.fullmatch(value):
+        raise ApiError(400, "invalid_id", f"{name} is not a UUID: {value!r}")
+    return value.lower()
+
+
+def integer(raw: str) -> int:
+    """A decimal integer in ASCII digits, or ValueError."""
+    if not _INTEGER.fullmatch(raw):
+        raise ValueError(raw)
+    return int(raw)  # ValueError past 4,300 digits too
 
 
 async def reached_min_position(request: web.Request) -> None:
@@ -161,7 +183,7 @@ async def reached_min_position(request: web.Request) -> None:
     if raw is None:
         return
     try:
-        wanted = int(raw)
+        wanted = integer(raw)
     except ValueError:
         raise ApiError(400, "invalid_header", "X-Outdial-Min-Position is not an integer") from None
     if not await request.app[SERVICES].positions.wait_for(wanted, MAX_WAIT_SECONDS):
@@ -175,7 +197,7 @@ async def reached_min_position(request: web.Request) -> None:
 def paging(request: web.Request) -> tuple[tuple[str, str | None] | None, int]:
     raw_size = request.query.get("page_size", str(MAX_PAGE_SIZE))
     try:
-        size = int(raw_size)
+        size = integer(raw_size)
     except ValueError:
         raise ApiError(400, "invalid_page_size", "page_size is not an integer") from None
     if size < 1:
@@ -202,7 +224,14 @@ def list_body(page: Page) -> bytes:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    timeout = request.app[SERVICES].body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(
+            408, "body_timeout", f"the body did not arrive within {timeout:g} s"
+        ) from None
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError as e:
@@ -334,7 +363,7 @@ def query_int(request: web.Request, name: str, default: int, low: int, high: int
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = integer(raw)
     except ValueError:
         raise ApiError(400, f"invalid_{name}", f"{name} is not an integer") from None
     if not low <= value <= high:
@@ -385,20 +414,22 @@ def make_app(services: Services) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors, authentication])
     app[SERVICES] = services
     r = app.router
+    # `{id:[^/]+}`: every segment reaches its handler, so that `{...}` or `a{b` is a
+    # bad id (400) rather than no route (aiohttp's default pattern refuses braces).
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", openapi)
     r.add_get(f"{BASE}/outdials", list_outdials)
     r.add_post(f"{BASE}/outdials", create_outdial)
-    r.add_get(f"{BASE}/outdials/{{id}}", get_outdial)
-    r.add_put(f"{BASE}/outdials/{{id}}", update_outdial)
-    r.add_delete(f"{BASE}/outdials/{{id}}", delete_outdial)
-    r.add_put(f"{BASE}/outdials/{{id}}/campaign_id", update_outdial_campaign)
-    r.add_put(f"{BASE}/outdials/{{id}}/data", update_outdial_data)
-    r.add_get(f"{BASE}/outdials/{{id}}/targets", list_targets)
-    r.add_post(f"{BASE}/outdials/{{id}}/targets", add_target)
-    r.add_get(f"{BASE}/outdials/{{id}}/targets/{{target_id}}", get_target)
-    r.add_delete(f"{BASE}/outdials/{{id}}/targets/{{target_id}}", delete_target)
-    r.add_get(f"{BASE}/outdials/{{id}}/available", available_targets)
+    r.add_get(f"{BASE}/outdials/{{id:[^/]+}}", get_outdial)
+    r.add_put(f"{BASE}/outdials/{{id:[^/]+}}", update_outdial)
+    r.add_delete(f"{BASE}/outdials/{{id:[^/]+}}", delete_outdial)
+    r.add_put(f"{BASE}/outdials/{{id:[^/]+}}/campaign_id", update_outdial_campaign)
+    r.add_put(f"{BASE}/outdials/{{id:[^/]+}}/data", update_outdial_data)
+    r.add_get(f"{BASE}/outdials/{{id:[^/]+}}/targets", list_targets)
+    r.add_post(f"{BASE}/outdials/{{id:[^/]+}}/targets", add_target)
+    r.add_get(f"{BASE}/outdials/{{id:[^/]+}}/targets/{{target_id:[^/]+}}", get_target)
+    r.add_delete(f"{BASE}/outdials/{{id:[^/]+}}/targets/{{target_id:[^/]+}}", delete_target)
+    r.add_get(f"{BASE}/outdials/{{id:[^/]+}}/available", available_targets)
     return app

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import re
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -25,13 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.query.api import (
     BASE,
+    BODY_TIMEOUT_SECONDS,
     BUS_TIMEOUT_SECONDS,
     MAX_AVAILABLE,
     MAX_BODY,
     MAX_PAGE_SIZE,
     MAX_WAIT_SECONDS,
+    PAGE_TOKEN_PATTERN,
 )
-from shared.addresses import Address
+from shared.addresses import E164, SIP, UUID_ADDRESS_TYPES, UUID_TEXT, Address
 from shared.bus import JSON
 from shared.commands import (
     AddTarget,
@@ -214,6 +217,52 @@ _REQUEST_BODIES: dict[str, tuple[type[BaseModel], frozenset[str], str]] = {
     ),
 }
 
+# What pydantic cannot render, for the document's schemas of the same name.
+# `TargetFields._needs_a_destination`: a target needs one destination or more.
+_AT_LEAST_ONE_DESTINATION: dict[str, Any] = {
+    "anyOf": [
+        {
+            "required": [f"destination_{i}"],
+            "properties": {f"destination_{i}": {"$ref": REF_TEMPLATE.format(model="Address")}},
+        }
+        for i in range(5)
+    ]
+}
+
+
+def _anchored(pattern: re.Pattern[str]) -> str:
+    # The service fullmatches; a JSON Schema pattern matches anywhere unless anchored.
+    return f"^(?:{pattern.pattern})$"
+
+
+# `Address._target_fits_type`: the form of `target` depends on `type`, with the
+# very regexes the service checks. Some rules no schema can say are left to the
+# description (a possible phone number, e-mail-validator's verdict, a port's range).
+_TARGET_BY_TYPE: dict[str, Any] = {
+    "oneOf": [
+        {"properties": {"type": {"const": "tel"}, "target": {"pattern": _anchored(E164)}}},
+        {"properties": {"type": {"const": "sip"}, "target": {"pattern": _anchored(SIP)}}},
+        {"properties": {"type": {"const": "email"}, "target": {"format": "idn-email"}}},
+        {
+            "properties": {
+                "type": {"enum": sorted(UUID_ADDRESS_TYPES)},
+                "target": {"pattern": _anchored(UUID_TEXT)},
+            }
+        },
+    ],
+    "description": (
+        "One destination of a target. Beyond the form of `target` for its `type` given "
+        "here, a `tel` target must be a number the phonenumbers library calls possible, "
+        "an `email` target must pass email-validator (no special-use domains such as "
+        "`.test`), and a `sip` port must be 1 to 65535; otherwise the command is "
+        "answered 400 `invalid_command` at `destination_N.target`."
+    ),
+}
+_SCHEMA_RULES: dict[str, dict[str, Any]] = {
+    "AddTargetBody": _AT_LEAST_ONE_DESTINATION,
+    "Address": _TARGET_BY_TYPE,
+}
+
 _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     OutdialResource,
     TargetResource,
@@ -263,6 +312,8 @@ def _schemas() -> dict[str, Any]:
         schema = _request_schema(model, dropped, name)
         schema["description"] = description
         _hoist(schemas, name, schema)
+    for name, rule in _SCHEMA_RULES.items():
+        schemas[name] = {**schemas[name], **rule}
     return dict(sorted(schemas.items()))
 
 
@@ -313,7 +364,8 @@ def _parameters() -> dict[str, Any]:
                 "The `next_page_token` of the page before; absent or empty for the first "
                 "page. Anything else: 400 `invalid_page_token`."
             ),
-            "schema": {"type": "string"},
+            # The token's form, so that a client (or a fuzzer) can tell one from junk.
+            "schema": {"type": "string", "pattern": f"^(?:{PAGE_TOKEN_PATTERN})?$"},
         },
         "MinPosition": {
             "name": "X-Outdial-Min-Position",
@@ -360,17 +412,17 @@ def _parameters() -> dict[str, Any]:
     return parameters
 
 
-def _position_header(*, required: bool) -> dict[str, Any]:
-    description = (
-        "The event store's position after the command: pass it as "
-        "`X-Outdial-Min-Position` to read this write."
-    )
-    if not required:
-        description += (
-            " Present when the command service answered, not when the HTTP layer refused "
-            "the request itself (`invalid_id`, `invalid_json`)."
-        )
-    return {"description": description, "required": required, "schema": {"type": "integer"}}
+# Every answer to a write carries it (CONTRACT 5), refusals of the HTTP layer too
+# (`services.query.api.errors`): a refused write stored nothing, so the read
+# model's position then is as good as any.
+POSITION_HEADER: dict[str, Any] = {
+    "description": (
+        "The event store's position after the command (or, when nothing was stored, "
+        "the read model's): pass it as `X-Outdial-Min-Position` to read this write."
+    ),
+    "required": True,
+    "schema": {"type": "integer"},
+}
 
 
 SECURITY_SCHEMES: dict[str, Any] = {
@@ -416,6 +468,7 @@ def _bad_request(*causes: str) -> str:
 
 
 _401 = "No token, or a malformed, expired or wrongly signed one (`unauthorized`)."
+_408 = f"The body did not arrive within {BODY_TIMEOUT_SECONDS:g} s of the head (`body_timeout`)."
 _413 = f"The body is over {MAX_BODY} bytes (`body_too_large`)."
 _500 = "An internal failure (`internal_error`); it is logged."
 _READ_504 = (
@@ -446,11 +499,6 @@ _TARGET_404_WRITE = (
 _409 = "The command conflicts with the resource's state."
 
 
-# The statuses a command's reply can have; others (401, 413, 504) are answered
-# before or without one, so without `X-Outdial-Position`.
-_REPLY_STATUSES = frozenset({"200", "400", "404", "409", "500"})
-
-
 def _json(schema_name: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": _schema(schema_name)}}}
 
@@ -462,11 +510,8 @@ def _responses(
     for status, description in sorted(errors.items()):
         responses[str(status)] = _json("Error", description)
     if write:
-        for code, response in responses.items():
-            if code in _REPLY_STATUSES:
-                answered = code == "200"
-                header = _position_header(required=answered)
-                response["headers"] = {"X-Outdial-Position": header}
+        for response in responses.values():
+            response["headers"] = {"X-Outdial-Position": POSITION_HEADER}
     return responses
 
 
@@ -533,6 +578,7 @@ def _write_errors(
     if not_found is not None:
         errors[404] = not_found
     if body:
+        errors[408] = _408
         errors[413] = _413
     return errors
 

@@ -292,7 +292,11 @@ def test_paging_parameters(doc: dict[str, Any]) -> None:
             "minimum": 1,
             "default": MAX_PAGE_SIZE,
         }
-        assert params["query", "page_token"]["schema"] == {"type": "string"}
+        token = params["query", "page_token"]["schema"]
+        assert token == {"type": "string", "pattern": token["pattern"]}
+        assert re.fullmatch(token["pattern"].strip("^$"), "")
+        assert re.fullmatch(token["pattern"].strip("^$"), "2022-04-28 01:41:40.503790")
+        assert not re.fullmatch(token["pattern"].strip("^$"), "yesterday")
 
 
 def test_available_parameters(doc: dict[str, Any]) -> None:
