@@ -26,7 +26,10 @@ from shared.addresses import Address
 Name = Annotated[str, StringConstraints(max_length=1024)]
 Detail = Annotated[str, StringConstraints(max_length=1024)]
 Data = Annotated[str, StringConstraints(max_length=65536)]
-TryCount = Annotated[int, Field(ge=0)]
+# Bounded as the HTTP API's `available` bounds it: JSON integers have no limit, and
+# one past 64 bits cannot even be compared in SQLite (an OverflowError, not a 400).
+MAX_TRY_COUNT = 2**31 - 1
+TryCount = Annotated[int, Field(ge=0, le=MAX_TRY_COUNT)]
 # A year: longer is surely a mistake, and it keeps the arithmetic on timestamps in range.
 TryIntervalMs = Annotated[int, Field(ge=0, le=365 * 24 * 3600 * 1000)]
 DestinationIndex = Annotated[int, Field(ge=0, le=4)]
@@ -229,17 +232,28 @@ _ENVELOPE_ERRORS = frozenset(
 )
 
 
+# An answer about bad input stays small, however much of it there was: at most
+# this many details (1,000 bad targets of an AddTargets) of at most this many
+# characters (pydantic quotes an unknown `type` in full).
+MAX_DETAILS = 50
+MAX_DETAIL_CHARS = 300
+
+
 def parse_command(body: bytes | str) -> Command:
     """Parse a message body into a command, or raise InvalidCommand."""
     try:
         return _command_adapter.validate_json(body)
     except ValidationError as e:
         errors = e.errors(include_url=False, include_input=False)
-        details = [_detail(err) for err in errors]
+        details = [_detail(err) for err in errors[:MAX_DETAILS]]
         unparseable = any(
             err["type"] in _ENVELOPE_ERRORS and len(err["loc"]) <= 1 for err in errors
         )
-        summary = "; ".join(f"{d['loc']}: {d['msg']}" if d["loc"] else d["msg"] for d in details)
+        summary = "; ".join(
+            f"{d['loc']}: {d['msg']}" if d["loc"] else d["msg"] for d in details[:5]
+        )
+        if len(errors) > 5:
+            summary += f"; and {len(errors) - 5} more"
         raise InvalidCommand(
             summary or "invalid command", details, unparseable=unparseable
         ) from None
@@ -251,4 +265,7 @@ def _detail(error: Any) -> dict[str, str]:
     # which says nothing the sender does not know; drop it.
     if loc and loc[0] in COMMAND_TYPES:
         loc = loc[1:]
-    return {"loc": ".".join(str(part) for part in loc), "msg": str(error["msg"])}
+    return {
+        "loc": ".".join(str(part) for part in loc)[:MAX_DETAIL_CHARS],
+        "msg": str(error["msg"])[:MAX_DETAIL_CHARS],
+    }
