@@ -493,8 +493,8 @@ _OUTDIAL_404_WRITE = (
     "(`outdial_not_found`)."
 )
 _TARGET_404_WRITE = (
-    "No such target of this outdial for this customer: unknown, deleted, or another "
-    "customer's (`target_not_found`)."
+    "No such outdial (`outdial_not_found`), or no such target of it (`target_not_found`), "
+    "for this customer: unknown, deleted, or another customer's."
 )
 _409 = "The command conflicts with the resource's state."
 
