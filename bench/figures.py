@@ -485,9 +485,12 @@ async def memory_growth(store: str, events: int) -> list[Figure]:
                                 break
                     headers = {**auth, "X-Outdial-Min-Position": str(position)}
                     for path in ("", f"/{outdial_id}", f"/{outdial_id}/targets?page_size=100"):
-                        async with http.get(base + path, headers=headers) as r:
-                            assert r.status == 200, r.status
-                            await r.read()
+                        for _ in range(120):  # a read waits 5 s; the projection may need minutes
+                            async with http.get(base + path, headers=headers) as r:
+                                await r.read()
+                                if r.status != 504:
+                                    break
+                        assert r.status == 200, r.status
                     # The projection has caught up: the claim finds its candidates.
                     claim = await client.send(
                         {
