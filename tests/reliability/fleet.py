@@ -240,7 +240,12 @@ async def until(predicate: Any, timeout: float, what: str, interval: float = 0.0
 
 
 class EventTap:
-    """A queue bound to `outdial.events` with `#`: everything the relay publishes."""
+    """A queue bound to `outdial.events` with `#`, consumed as messages arrive:
+    everything the relay publishes, in arrival order, as (message_id, body)."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[str | None, dict[str, Any]]] = []
+        self.latest = 0  # the highest position seen so far
 
     async def __aenter__(self) -> EventTap:
         self.connection = await aio_pika.connect(AMQP_URL)
@@ -250,14 +255,25 @@ class EventTap:
         )
         self.queue = await channel.declare_queue(exclusive=True)
         await self.queue.bind(exchange, "#")
+        await self.queue.consume(self._on_message, no_ack=True)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.connection.close()
 
-    async def drain(self) -> list[tuple[str | None, dict[str, Any]]]:
-        """Every message published so far, in arrival order, as (message_id, body)."""
-        taken = []
-        while (message := await self.queue.get(fail=False, no_ack=True)) is not None:
-            taken.append((message.message_id, orjson.loads(message.body)))
-        return taken
+    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        body = orjson.loads(message.body)
+        self.deliveries.append((message.message_id, body))
+        self.latest = max(self.latest, body["position"])
+
+    async def wait_for(self, positions: set[int], timeout: float = 30) -> None:
+        """Until every one of `positions` has arrived at least once."""
+
+        def arrived() -> bool:
+            return positions <= {body["position"] for _, body in self.deliveries}
+
+        deadline = time.monotonic() + timeout
+        while not arrived():
+            missing = sorted(positions - {body["position"] for _, body in self.deliveries})
+            assert time.monotonic() < deadline, f"never published: {missing[:20]}"
+            await asyncio.sleep(0.05)
