@@ -57,11 +57,12 @@ def load_all(path: Path) -> list[dict[str, Any]]:
 
 @cache
 def manifests() -> dict[str, list[dict[str, Any]]]:
-    """Every Kubernetes manifest under deploy/k8s/ but the kustomization, by file name."""
+    """Every Kubernetes manifest under deploy/k8s/ but the kustomization, by file
+    name; not secret.yaml, the git-ignored copy of the template a deployer fills in."""
     return {
         path.name: load_all(path)
         for path in sorted(K8S.glob("*.yaml"))
-        if path.name != "kustomization.yaml"
+        if path.name not in ("kustomization.yaml", "secret.yaml")
     }
 
 
@@ -98,12 +99,16 @@ def compose() -> dict[str, Any]:
 
 
 def outdial_services() -> dict[str, dict[str, Any]]:
-    """The compose services that run the outdial image."""
-    return {
+    """The compose services that run the outdial image, each with its command."""
+    found = {
         name: service
         for name, service in compose()["services"].items()
-        if service.get("command", [None])[0] == "outdial"
+        if service["image"].partition(":")[0] == "outdial"
     }
+    for name, service in found.items():
+        assert service["command"][0] == "outdial", name
+        assert service["image"] == f"outdial:{pyproject_version()}", name
+    return found
 
 
 def pyproject_version() -> str:
