@@ -56,7 +56,7 @@ _PAGE_TOKEN = re.compile(PAGE_TOKEN_PATTERN)
 # alone would also take 32 bare hex digits, braces and `urn:uuid:`.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 # ASCII digits only: int() alone would take " 5", "1_0" and other scripts' digits.
-_INTEGER = re.compile(r"-?[0-9]+")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
