@@ -43,6 +43,7 @@ from services.query.positions import (
 )
 from services.query.projection import Projection
 from services.query.read_model import PostgresReadModel, ReadModelMixin, SQLiteReadModel
+from services.query.readiness import ProjectionWatch
 from shared import shapes
 from shared.client import OutdialClient
 from shared.config import Settings
@@ -269,7 +270,20 @@ def http_api(
                 return "projection stopped"
         return None
 
-    services.readiness += [store_reachable, broker_reachable, projection_running]
+    # Judged from the tracking row and the log's head, so it also holds in a
+    # query process whose projector runs elsewhere.
+    projection_moving = ProjectionWatch(
+        rt.read_model.position,
+        lambda: rt.app.recorder.max_notification_id() or 0,
+        lag_limit=rt.settings.ready_lag_events,
+        stall_seconds=rt.settings.ready_stall_seconds,
+    )
+    services.readiness += [
+        store_reachable,
+        broker_reachable,
+        projection_running,
+        projection_moving.problem,
+    ]
     # The platform's request envelope: the same bus client, read model and positions.
     envelope = EnvelopeListener(
         rt.settings.amqp_url,
@@ -280,6 +294,7 @@ def http_api(
     )
 
     async def start() -> None:
+        await projection_moving.problem()  # the first look: a stall is timed from here
         await bus.connect()
         if not rt.projector_here:
             if rt.store.kind == "postgres":
