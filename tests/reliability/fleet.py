@@ -20,7 +20,7 @@ import orjson
 from eventsourcing.persistence import Notification
 
 from services.command.application import OutdialApplication
-from services.command.domain import CommandReceipt, OutdialTarget
+from services.command.domain import OutdialTarget
 from services.command.history import is_receipt
 from services.command.relay import TRACKING_NAME as RELAY
 from services.query.read_model import (
@@ -196,7 +196,7 @@ def read_log(store_url: str) -> StoredLog:
                     name = event.name  # type: ignore[attr-defined]
                     log.created[name] += 1
                     log.target_ids[name].add(str(event.originator_id))
-                elif isinstance(event, CommandReceipt.Recorded):
+                elif is_receipt(notification):
                     message_id = event.message_id  # type: ignore[attr-defined]
                     log.receipts[message_id].append((notification.id, event))
             position = page[-1].id
@@ -225,7 +225,7 @@ class Positions:
         return self.read_model.variant(NEXT).position()
 
     def relay(self) -> int:
-        return self.read_model.max_tracking_id(RELAY) or 0  # type: ignore[attr-defined]
+        return self.read_model.max_tracking_id(RELAY) or 0
 
     def close(self) -> None:
         self.app.close()

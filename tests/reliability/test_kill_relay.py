@@ -26,6 +26,8 @@ from tests.reliability.fleet import (
 
 pytestmark = pytest.mark.integration
 
+PAGE = 200  # notifications the relay publishes before it records its position
+
 
 def check_deliveries(
     deliveries: list[tuple[str | None, dict[str, Any]]], events: list[Notification]
@@ -63,13 +65,13 @@ async def test_a_relay_killed_mid_stream_publishes_every_stored_event_in_order(
         await children.start("command")
         customer, outdial_id = await new_outdial(recorder)
         load = SteadyLoad(recorder, customer, outdial_id, rate=150)
-        load.start(most=600 * scale)
-        await load.wait_confirmed(100)  # a backlog, so the first relay has pages to go
+        load.start()
 
         # Each kill once the relay has recorded a page beyond the last kill and the
         # tap already has an event it has not recorded: mid-page, between publishing
-        # and recording, so the page must be published again. More tries if the
-        # race is lost.
+        # and recording, so the page must be published again. Each relay starts
+        # with a backlog of pages, so the next page follows the recorded one at
+        # once; more tries if the race is lost.
         killed_at, mid_page = [0], 0
 
         def moved_and_publishing(after: int) -> bool:
@@ -77,6 +79,7 @@ async def test_a_relay_killed_mid_stream_publishes_every_stored_event_in_order(
             return recorded > after and tap.latest > recorded
 
         for _ in range(kills + 10):
+            await until(lambda: at.head() > killed_at[-1] + 3 * PAGE, 60, "a backlog")
             relay = children.spawn("relay")
             await until(lambda: moved_and_publishing(killed_at[-1]), 60, "a page", 0.002)
             children.kill(relay)
@@ -87,7 +90,7 @@ async def test_a_relay_killed_mid_stream_publishes_every_stored_event_in_order(
         assert mid_page, "no kill landed between a publication and its recording"
         await children.start("relay")
 
-        await load.finish()
+        await load.stop()
         await recorder.wait_until(len(load.confirmed) + 1, timeout=60)
         await until(lambda: at.relay() == at.head(), 60, "the relay caught up")
         log = await asyncio.to_thread(read_log, store_url)
