@@ -9,6 +9,7 @@ command's reply and its `X-Outdial-Position`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -241,13 +242,24 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def message_id_of(key: str | None, command: dict[str, Any]) -> str | None:
+    """The command's `message_id` for an `Idempotency-Key`: the key of this very
+    request. With the key alone, the same key on another route or body would be
+    answered the first request's reply (another resource, even another kind), and
+    a key over 255 bytes would not fit AMQP's message_id."""
+    if not key:
+        return None
+    request = orjson.dumps(command, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(key.encode() + b"\0" + request).hexdigest()
+
+
 async def send_command(request: web.Request, command: dict[str, Any]) -> web.Response:
     services = request.app[SERVICES]
     command = {**command, "customer_id": request[CUSTOMER]}
     try:
         reply = await services.bus.send(
             command,
-            message_id=request.headers.get("Idempotency-Key"),
+            message_id=message_id_of(request.headers.get("Idempotency-Key"), command),
             timeout=BUS_TIMEOUT_SECONDS,
         )
     except TimeoutError:

@@ -384,8 +384,9 @@ def _parameters() -> dict[str, Any]:
             "in": "header",
             "required": False,
             "description": (
-                "The command's `message_id`: a write re-sent with the same key (by the "
-                "same customer) takes effect at most once and answers as the first did."
+                "Makes a write safe to re-send: the same write (same customer, method, "
+                "path and body) with the same key takes effect at most once and answers "
+                "as the first did. The same key on another write is another write."
             ),
             "schema": {"type": "string"},
         },

@@ -368,3 +368,31 @@ async def ordinary_requests(stack: Stack, token: str) -> None:
         status, _, _ = await call(stack, "GET", OUTDIALS, token)
         assert status == 200
         await asyncio.sleep(0.5)
+
+
+# ---- Idempotency-Key ------------------------------------------------------------------
+
+
+async def test_an_idempotency_key_is_the_key_of_one_request(stack: Stack) -> None:
+    token = stack.token()
+    body = orjson.dumps(BODIES["POST", OUTDIALS])
+    key = {"Idempotency-Key": "k-1"}
+    first = await call(stack, "POST", OUTDIALS, token, body, **key)
+    again = await call(stack, "POST", OUTDIALS, token, body, **key)
+    assert first[0] == 200 and again[:2] == first[:2]  # taken once, answered the same
+    outdial_id = first[1]["id"]
+    # The same key on another write is that write, answered for itself.
+    path = f"{OUTDIALS}/{outdial_id}/data"
+    status, updated, _ = await call(stack, "PUT", path, token, b'{"data": "second"}', **key)
+    assert (status, updated["id"], updated["data"]) == (200, outdial_id, "second")
+    other = await call(stack, "POST", OUTDIALS, token, orjson.dumps({"name": "b"}), **key)
+    assert_error(other, 400, "invalid_command")
+    # Any key fits, however long or whatever its characters (AMQP's message_id cannot).
+    for long_key in ["k" * 300, "\u00fc" * 200, "x" * 8000]:
+        status, created, _ = await call(
+            stack, "POST", OUTDIALS, token, body, **{"Idempotency-Key": long_key}
+        )
+        assert status == 200, created
+    wait = {"X-Outdial-Min-Position": str(store_position(stack))}
+    status, listed, _ = await call(stack, "GET", OUTDIALS, token, **wait)
+    assert len(listed["result"]) == 1 + 3
