@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
 from uuid import UUID
@@ -28,6 +29,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rebuild aside and report every difference from the live read model",
     )
+    dead = sub.add_parser(
+        "dead-letters", help="list or replay the commands on outdial.commands.dead"
+    )
+    dead_sub = dead.add_subparsers(dest="action", required=True)
+    dead_list = dead_sub.add_parser(
+        "list", help="one line each: message_id, customer, type, error, time; none is removed"
+    )
+    dead_list.add_argument("--json", action="store_true", help="a JSON array, with every field")
+    dead_replay = dead_sub.add_parser(
+        "replay",
+        help="send them back to outdial.commands as first sent; each leaves the dead queue "
+        "once the broker has confirmed its copy",
+    )
+    dead_replay.add_argument(
+        "--message-id",
+        action="append",
+        dest="message_ids",
+        metavar="ID",
+        help="only this one (repeat for more); by default all",
+    )
     token = sub.add_parser("token", help="print a JWT for a customer, for trying the API")
     token.add_argument("--customer-id", type=UUID, required=True)
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default: a day)")
@@ -49,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             importer.run(settings.amqp_url, args.customer_id, args.outdial_id, args.file)
         )
 
+    if args.command == "dead-letters":
+        return dead_letters(settings, args)
     configure_logging(settings.log_level)
     if args.command == "replay":
         return bootstrap.replay(settings, check=args.check)
@@ -57,6 +80,32 @@ def main(argv: list[str] | None = None) -> int:
         settings.secret  # noqa: B018 - made on first start, so `outdial token` agrees with the API
     asyncio.run(bootstrap.serve(settings, names))
     return 0
+
+
+def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    """`outdial dead-letters list|replay`; 1 when a named message is not there."""
+    from services import dead_letters as dead
+    from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
+
+    if args.action == "list":
+        found = asyncio.run(dead.list_dead_letters(settings.amqp_url))
+        if args.json:
+            print(json.dumps([letter.as_json() for letter in found], indent=2))
+        else:
+            for letter in found:
+                print(letter.line())
+        return 0
+    wanted = set(args.message_ids or [])
+    replayed = asyncio.run(
+        dead.replay(settings.amqp_url, lambda d: not wanted or d.message_id in wanted)
+    )
+    for letter in replayed:
+        print(f"replayed\t{letter.line()}")
+    missing = wanted - {letter.message_id for letter in replayed}
+    for message_id in sorted(missing):
+        print(f"not in {DEAD_LETTER_QUEUE}: {message_id}", file=sys.stderr)
+    print(f"{len(replayed)} replayed to {COMMAND_QUEUE}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""`outdial dead-letters`: look at, and replay, the commands parked on
+`outdial.commands.dead` (junk nobody could parse, and commands whose handler
+failed on every attempt; see services/command/consumer.py).
+
+Both read the queue the same way: each message is taken without an ack, so
+that whatever is not acked goes back to the queue, in its place, when the
+channel closes. `list` acks nothing. `replay` publishes a copy of each chosen
+message to `outdial.commands`, as it first came (body, message_id,
+correlation_id, reply_to, content type, its own headers without the consumer's
+`x-outdial-*`), and acks the dead one only once the broker has confirmed the
+copy: a crash in between leaves it in both queues, never in neither. A replayed
+command that had been applied before is answered from its receipt, as the
+first time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
+
+# Characters of a sender's own text (a `type`, a customer id) shown at most.
+SHOWN = 100
+HEADER_PREFIX = "x-outdial-"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str | None
+    customer_id: str | None
+    type: str | None
+    error: str | None
+    error_type: str | None
+    attempts: int | None
+    dead_at: str | None
+    correlation_id: str | None
+    reply_to: str | None
+    size: int
+
+    @classmethod
+    def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
+        headers = message.headers or {}
+        customer_id, command_type = _sender_said(message.body)
+        attempts = headers.get("x-outdial-attempts")
+        return cls(
+            message_id=message.message_id,
+            customer_id=customer_id,
+            type=command_type,
+            error=_text(headers.get("x-outdial-error")),
+            error_type=_text(headers.get("x-outdial-error-type")),
+            attempts=attempts if isinstance(attempts, int) else None,
+            dead_at=_text(headers.get("x-outdial-dead-at")),
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            size=len(message.body),
+        )
+
+    def line(self) -> str:
+        """message_id, customer, type, error, time: tab-separated, "-" for none."""
+        fields = [self.message_id, self.customer_id, self.type, self.error, self.dead_at]
+        return "\t".join(" ".join((f or "-").split()) for f in fields)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _sender_said(body: bytes) -> tuple[str | None, str | None]:
+    """The customer and type the body names, if it is a JSON object that does."""
+    try:
+        command = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(command, dict):
+        return None, None
+
+    def shown(key: str) -> str | None:
+        value = command.get(key)
+        return value[:SHOWN] if isinstance(value, str) else None
+
+    return shown("customer_id"), shown("type")
+
+
+@asynccontextmanager
+async def _dead_queue(amqp_url: str) -> AsyncIterator[tuple[AbstractQueue, int]]:
+    """The dead-letter queue and how many messages it held; closing the
+    connection puts back every message taken and not acked."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(on_return_raises=True)
+        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        yield queue, int(queue.declaration_result.message_count or 0)
+
+
+async def _taken(queue: AbstractQueue, count: int) -> AsyncIterator[AbstractIncomingMessage]:
+    """The first `count` messages, unacked. Bounded by the count the queue had, so
+    that messages dead-lettered meanwhile (a replayed one failing again) wait
+    for the next run instead of being taken round and round."""
+    for _ in range(count):
+        message = await queue.get(no_ack=False, fail=False)
+        if message is None:
+            return
+        yield message
+
+
+async def list_dead_letters(amqp_url: str) -> list[DeadLetter]:
+    """What the dead-letter queue holds, oldest first; it keeps every message."""
+    async with _dead_queue(amqp_url) as (queue, count):
+        return [DeadLetter.of(message) async for message in _taken(queue, count)]
+
+
+async def replay(
+    amqp_url: str,
+    chosen: Callable[[DeadLetter], bool] = lambda _: True,
+) -> list[DeadLetter]:
+    """Send the chosen dead letters back to `outdial.commands`; return them."""
+    replayed = []
+    async with _dead_queue(amqp_url) as (queue, count):
+        async for message in _taken(queue, count):
+            dead = DeadLetter.of(message)
+            if not chosen(dead):
+                continue
+            await queue.channel.default_exchange.publish(
+                _as_first_sent(message), routing_key=COMMAND_QUEUE, mandatory=True
+            )
+            await message.ack()  # only now: the broker has confirmed the copy
+            replayed.append(dead)
+    return replayed
+
+
+def _as_first_sent(message: AbstractIncomingMessage) -> aio_pika.Message:
+    headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(HEADER_PREFIX)}
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers or None,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
