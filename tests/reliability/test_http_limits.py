@@ -284,6 +284,23 @@ async def test_unknown_routes_are_404_and_wrong_methods_405(stack: Stack) -> Non
     assert set(answer[2]["Allow"].split(",")) == {"GET", "HEAD", "PUT", "DELETE"}
 
 
+async def test_an_oversized_request_head_is_400_and_harms_nothing(stack: Stack) -> None:
+    # aiohttp's parser refuses a request line or header field over 8,190 bytes
+    # before the app sees it, so its 400 is plain text, not the JSON error shape.
+    token = stack.token()
+    for path, headers in [
+        (f"{OUTDIALS}?x={'a' * 9000}", {}),
+        (OUTDIALS, {"X-Big": "a" * 9000}),
+        (OUTDIALS, {f"X-Many-{i}": "a" * 100 for i in range(200)}),
+    ]:
+        async with stack.http.get(
+            stack.base + path, headers={"Authorization": f"Bearer {token}", **headers}
+        ) as r:
+            assert r.status == 400, path[:40]
+    status, _, _ = await call(stack, "GET", OUTDIALS, token)
+    assert status == 200
+
+
 # ---- slow clients ---------------------------------------------------------------------
 
 
