@@ -53,6 +53,20 @@ class Fleet:
         self.children.append(process)
         return process
 
+    def spawn_to_be_killed(self, *args: str) -> subprocess.Popen[str]:
+        """Start `outdial <args>` at the lowest CPU priority: on a busy machine, a
+        test that means to kill it mid-way must see it mid-way, not at its end."""
+        process = subprocess.Popen(
+            ["nice", "-n", "19", OUTDIAL, *args],
+            cwd=self.cwd,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.children.append(process)
+        return process
+
     async def start(self, component: str, **env: str) -> subprocess.Popen[str]:
         """Start `outdial <component>` and wait until it logs that it is ready."""
         process = self.spawn(component, **env)
@@ -231,11 +245,24 @@ class Positions:
         self.app.close()
 
 
-async def until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
-    """Wait until the sync `predicate()` holds (run in a thread), or fail."""
+async def until(
+    predicate: Any,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    *,
+    alive: subprocess.Popen[str] | None = None,
+) -> None:
+    """Wait until the sync `predicate()` holds (run in a thread), or fail; with
+    the log of the process `alive`, and at once if that process ends."""
     deadline = time.monotonic() + timeout
     while not await asyncio.to_thread(predicate):
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        late = time.monotonic() > deadline
+        if alive is not None and (late or alive.poll() is not None):
+            alive.kill()
+            log = alive.stderr.read() if alive.stderr else ""
+            raise AssertionError(f"{what}: not within {timeout} s, exit {alive.poll()}:\n{log}")
+        assert not late, f"not within {timeout} s: {what}"
         await asyncio.sleep(interval)
 
 

@@ -64,7 +64,7 @@ async def kill_once_past(
 ) -> int:
     """Kill `process` as soon as its tracked `position()` passes `before`; return
     where it got."""
-    await until(lambda: position() > before, 60, "progress", interval=0.005)
+    await until(lambda: position() > before, 60, "progress", 0.005, alive=process)
     children.kill(process)
     return position()
 
@@ -83,7 +83,7 @@ async def test_projector_and_replay_killed_mid_stream_leave_a_model_equal_to_a_r
         # The projector, twice killed while it works through the backlog.
         killed_at = [0]
         for _ in range(2):
-            projector = children.spawn("projector")
+            projector = children.spawn_to_be_killed("projector")
             killed_at.append(
                 await kill_once_past(children, projector, at.projection, killed_at[-1])
             )
@@ -94,7 +94,7 @@ async def test_projector_and_replay_killed_mid_stream_leave_a_model_equal_to_a_r
         # swapped in), then one to the end, all while the live projection goes on.
         replayed_to = [0]
         for _ in range(2):
-            replaying = children.spawn("replay")
+            replaying = children.spawn_to_be_killed("replay")
             replayed_to.append(
                 await kill_once_past(children, replaying, at.replay, replayed_to[-1])
             )

@@ -80,8 +80,10 @@ async def test_a_relay_killed_mid_stream_publishes_every_stored_event_in_order(
 
         for _ in range(kills + 10):
             await until(lambda: at.head() > killed_at[-1] + 3 * PAGE, 60, "a backlog")
-            relay = children.spawn("relay")
-            await until(lambda: moved_and_publishing(killed_at[-1]), 60, "a page", 0.002)
+            relay = children.spawn_to_be_killed("relay")
+            await until(
+                lambda: moved_and_publishing(killed_at[-1]), 60, "a page", 0.002, alive=relay
+            )
             children.kill(relay)
             killed_at.append(at.relay())
             mid_page += tap.latest > killed_at[-1]
