@@ -244,12 +244,18 @@ def http_api(
 ) -> Component:
     """The HTTP API; the timeouts cut slow clients off (tests shorten them)."""
     bus = OutdialClient(rt.settings.amqp_url)
+
+    def head() -> int:
+        """The store's last position."""
+        return rt.app.recorder.max_notification_id() or 0
+
     services = Services(
         read_model=rt.read_model,
         bus=bus,
         positions=rt.board,
         secret=rt.settings.secret,
         body_timeout=body_timeout,
+        head=head,
     )
     # aiohttp's keep-alive timer runs from the connect too: it is the header timeout.
     runner = web.AppRunner(make_app(services), access_log=None, keepalive_timeout=header_timeout)
@@ -274,7 +280,7 @@ def http_api(
     # query process whose projector runs elsewhere.
     projection_moving = ProjectionWatch(
         rt.read_model.position,
-        lambda: rt.app.recorder.max_notification_id() or 0,
+        head,
         lag_limit=rt.settings.ready_lag_events,
         stall_seconds=rt.settings.ready_stall_seconds,
     )

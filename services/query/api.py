@@ -45,7 +45,8 @@ BUS_TIMEOUT_SECONDS = 10.0
 # request head when it fires, so bootstrap passes this as `keepalive_timeout`.
 HEADER_TIMEOUT_SECONDS = 10.0
 BODY_TIMEOUT_SECONDS = 30.0
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# "/" is the progress page: open, it asks the API with the token in its own URL.
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json"})
 # ASCII digits ([0-9], not \d, which takes any script's): the OpenAPI document
 # gives this pattern to clients, and JSON Schema reads it as ECMA-262 does.
 PAGE_TOKEN_PATTERN = (
@@ -72,6 +73,7 @@ class Services:
     positions: PositionBoard
     secret: str
     body_timeout: float = BODY_TIMEOUT_SECONDS
+    head: Callable[[], int] | None = None  # the store's last position, for the progress page
     readiness: list[Callable[[], Awaitable[str | None]]] = field(default_factory=list)
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="outdial-read")
@@ -444,4 +446,8 @@ def make_app(services: Services) -> web.Application:
     r.add_get(f"{BASE}/outdials/{{id:[^/]+}}/targets/{{target_id:[^/]+}}", get_target)
     r.add_delete(f"{BASE}/outdials/{{id:[^/]+}}/targets/{{target_id:[^/]+}}", delete_target)
     r.add_get(f"{BASE}/outdials/{{id:[^/]+}}/available", available_targets)
+    from services.query import progress  # it builds on this module
+
+    r.add_get("/", progress.page)
+    r.add_get(f"{BASE}/progress", progress.progress)
     return app

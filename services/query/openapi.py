@@ -19,10 +19,9 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import re
-from typing import Annotated, Any, Literal
-from uuid import UUID
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.query.api import (
     BASE,
@@ -34,84 +33,32 @@ from services.query.api import (
     MAX_WAIT_SECONDS,
     PAGE_TOKEN_PATTERN,
 )
-from shared.addresses import E164, SIP, UUID_ADDRESS_TYPES, UUID_TEXT, Address
+from shared.addresses import E164, SIP, UUID_ADDRESS_TYPES, UUID_TEXT
 from shared.bus import JSON
 from shared.commands import (
     AddTarget,
     ClaimNextTarget,
     CreateOutdial,
-    Data,
-    Detail,
-    Name,
     UpdateOutdial,
     UpdateOutdialCampaign,
     UpdateOutdialData,
 )
-from shared.shapes import NEVER
+from shared.resources import (
+    ErrorBody,
+    OutdialResource,
+    TargetResource,
+)
 
 REF_TEMPLATE = "#/components/schemas/{model}"
-TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$"
 
 TEXT = "text/plain"
 
 # ---- response shapes (documentation only) ------------------------------------
-
-Timestamp = Annotated[
-    str,
-    StringConstraints(pattern=TIMESTAMP_PATTERN),
-    Field(
-        description=f"UTC, `YYYY-MM-DD HH:MM:SS.ffffff`; `{NEVER}` means never.",
-        examples=["2022-04-28 01:41:40.503790", NEVER],
-    ),
-]
-TryCount = Annotated[int, Field(ge=0)]
+# The resources themselves are shared.resources' (the typed client reads them too).
 
 
 class _Shape(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-
-class OutdialResource(_Shape):
-    """An outdial, as every route answers it (CONTRACT 1)."""
-
-    id: UUID
-    campaign_id: UUID = Field(
-        description="`00000000-0000-0000-0000-000000000000` until one is set."
-    )
-    name: Name
-    detail: Detail
-    data: Data
-    tm_create: Timestamp
-    tm_update: Timestamp
-    tm_delete: Timestamp
-
-
-class TargetResource(_Shape):
-    """A target of an outdial, as every route answers it (CONTRACT 1).
-
-    Every destination is present: an address (with all five of its fields) or
-    `null`, never `{}`.
-    """
-
-    id: UUID
-    outdial_id: UUID
-    name: Name
-    detail: Detail
-    data: Data
-    status: Literal["idle", "progressing", "done"]
-    destination_0: Address | None
-    destination_1: Address | None
-    destination_2: Address | None
-    destination_3: Address | None
-    destination_4: Address | None
-    try_count_0: TryCount
-    try_count_1: TryCount
-    try_count_2: TryCount
-    try_count_3: TryCount
-    try_count_4: TryCount
-    tm_create: Timestamp
-    tm_update: Timestamp
-    tm_delete: Timestamp
 
 
 _NEXT_PAGE_TOKEN = Field(
@@ -146,24 +93,6 @@ class AvailableTargets(_Shape):
     next_page_token: str = Field("", description="Always empty: the list is not paged.")
 
 
-class ErrorDetail(_Shape):
-    """What is wrong with one field of an invalid command."""
-
-    loc: str = Field(description="The field's dotted path, e.g. `destination_0.target`.")
-    msg: str
-
-
-class ErrorBody(_Shape):
-    """Why a request failed: a stable `code` and a human-readable `message`."""
-
-    code: str = Field(examples=["outdial_not_found", "invalid_command", "unauthorized"])
-    message: str
-    details: list[ErrorDetail] = Field(
-        default_factory=list,
-        description="Only with `invalid_command`: one item per invalid field.",
-    )
-
-
 class Error(_Shape):
     """The body of every error answer."""
 
@@ -183,6 +112,37 @@ class Readiness(_Shape):
     problems: list[str] = Field(
         default_factory=list, description="Only when not ready: what is wrong."
     )
+
+
+class TargetCounts(_Shape):
+    """An outdial's live targets by state; `exhausted` ones are idle with no tries left
+    under the request's `max_try_count_i`, and not counted as `idle`."""
+
+    idle: int = Field(ge=0)
+    progressing: int = Field(ge=0)
+    done: int = Field(ge=0)
+    exhausted: int = Field(ge=0)
+
+
+class OutdialProgress(_Shape):
+    outdial: OutdialResource
+    targets: TargetCounts
+    tries: list[int] = Field(
+        min_length=5, max_length=5, description="Tries summed over the targets, per destination."
+    )
+
+
+class Progress(_Shape):
+    """What the progress page shows: the newest outdials (up to 50), and the service."""
+
+    position: int = Field(ge=0, description="The read model's position.")
+    head: int = Field(ge=0, description="The event store's last position.")
+    lag_events: int = Field(ge=0, description="`head - position`: events not yet projected.")
+    commands_handled: int | None = Field(
+        description="Commands this process has handled (null: none, or no consumer here)."
+    )
+    max_try_counts: list[int] = Field(min_length=5, max_length=5)
+    outdials: list[OutdialProgress]
 
 
 # ---- request bodies: the command models, minus what the HTTP layer fills in ----
@@ -272,6 +232,7 @@ _RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error,
     Health,
     Readiness,
+    Progress,
 )
 
 
@@ -760,7 +721,41 @@ def _operations_paths() -> dict[str, Any]:
             }
         }
 
+    progress_parameters = [
+        {
+            "name": f"max_try_count_{i}",
+            "in": "query",
+            "required": False,
+            "description": f"Tries of `destination_{i}` a dialer allows (default 3).",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 3},
+        }
+        for i in range(5)
+    ]
     return {
+        "/": open_get(
+            "page",
+            "The campaign-progress page; open it as `/?token=…`",
+            {
+                "200": {
+                    "description": "An HTML page that polls `/v1.0/progress` with its token.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        ),
+        f"{BASE}/progress": {
+            "get": {
+                **_read(
+                    "progress",
+                    "Progress of the customer's newest outdials, for the progress page",
+                    "operations",
+                    "Progress",
+                    "Targets by state and tries per destination, per outdial.",
+                    parameters=[],
+                    errors=_read_errors(_BAD_QUERY, not_found=None),
+                ),
+                "parameters": [*progress_parameters, _ref("parameters", "MinPosition")],
+            }
+        },
         "/healthz": open_get(
             "healthz", "Liveness: the process is alive", {"200": _json("Health", "Alive.")}
         ),

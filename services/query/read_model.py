@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
+import orjson
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
@@ -355,6 +356,54 @@ class ReadModelMixin:
                 params,
             )
             return [(str(r[0]), str(r[1])) for r in c.fetchall()]
+
+    def progress(
+        self, customer_id: str, max_try_counts: Sequence[int], limit: int
+    ) -> list[dict[str, Any]]:
+        """The customer's newest live outdials, each with its live targets counted by
+        state (idle, progressing, done, and exhausted: idle with no tries left under
+        `max_try_counts`) and its tries summed per destination."""
+        tries_left = " OR ".join(
+            f"((t.present & {1 << i}) != 0 AND t.try_count_{i} < {int(most)})"
+            for i, most in enumerate(max_try_counts)
+            if most > 0
+        )
+        exhausted = (
+            f"t.status = 'idle' AND NOT ({tries_left})" if tries_left else "t.status = 'idle'"
+        )
+        tries = ", ".join(f"COALESCE(SUM(t.try_count_{i}), 0)" for i in range(5))
+        states = ", ".join(
+            f"COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0)"
+            for condition in (
+                f"t.status = 'idle' AND NOT ({exhausted})",
+                "t.status = 'progressing'",
+                "t.status = 'done'",
+                exhausted,
+            )
+        )
+        outdials, targets = self.table("rm_outdials"), self.table("rm_targets")
+        with self._read() as c:
+            c.execute(
+                self._sql(
+                    f"SELECT o.id, o.body, {states}, {tries} FROM "
+                    f"(SELECT id, body, tm_create FROM {outdials} WHERE customer_id = ? "
+                    "AND deleted = 0 ORDER BY tm_create DESC, id DESC LIMIT ?) o "
+                    f"LEFT JOIN {targets} t ON t.outdial_id = o.id AND t.deleted = 0 "
+                    "GROUP BY o.id, o.body, o.tm_create ORDER BY o.tm_create DESC, o.id DESC"
+                ),
+                [customer_id, limit],
+            )
+            rows = c.fetchall()
+        return [
+            {
+                "outdial": orjson.loads(r[1]),
+                "targets": dict(
+                    zip(("idle", "progressing", "done", "exhausted"), map(int, r[2:6]), strict=True)
+                ),
+                "tries": [int(n) for n in r[6:11]],
+            }
+            for r in rows
+        ]
 
     def outdials_page(
         self, customer_id: str, after: tuple[str, str | None] | None, size: int

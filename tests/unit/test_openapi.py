@@ -23,12 +23,9 @@ from services.query.api import (
     make_app,
 )
 from services.query.openapi import (
-    TIMESTAMP_PATTERN,
     Error,
     OutdialList,
-    OutdialResource,
     TargetList,
-    TargetResource,
     document,
 )
 from shared import shapes
@@ -41,6 +38,7 @@ from shared.commands import (
     UpdateOutdialData,
     parse_command,
 )
+from shared.resources import TIMESTAMP_PATTERN, OutdialResource, TargetResource
 from tests.expected import OUTDIAL_KEYS, TARGET_KEYS
 
 # CONTRACT 1, field for field and in order.

@@ -1,0 +1,73 @@
+"""The campaign-progress page at `/`, and the JSON it polls at `/v1.0/progress`.
+
+The page is one static HTML file with a little JavaScript (no build step). It
+takes the customer's token from its own URL (`/?token=…`, as the tutorial's
+requests do) and polls the JSON every two seconds: per outdial, the targets
+idle, progressing, done and exhausted, and the tries per destination; for the
+service, the read model's and the store's positions, from which the page derives
+events per second and the projection's lag, and the commands this process has
+handled, from which it derives commands per second.
+
+"Exhausted" depends on the dialer's limits, which the service does not store:
+the page takes them as `max_try_count_0` … `max_try_count_4` (default 3 each) in
+its URL, like `/available` does, and passes them on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+
+import orjson
+from aiohttp import web
+
+from services.query.api import (
+    CUSTOMER,
+    SERVICES,
+    json_response,
+    query_int,
+    reached_min_position,
+    read,
+)
+from shared.metrics import COMMANDS
+
+PAGE = resources.files("services.query").joinpath("static/progress.html").read_bytes()
+DEFAULT_MAX_TRIES = 3
+MAX_OUTDIALS = 50
+
+
+def commands_handled() -> int | None:
+    """Commands this process has handled so far; None before the first (or with no
+    consumer in this process, as in a lone `outdial query`)."""
+    counts = [
+        sample.value
+        for metric in COMMANDS.collect()
+        for sample in metric.samples
+        if sample.name == "outdial_commands_total"
+    ]
+    return int(sum(counts)) if counts else None
+
+
+async def page(request: web.Request) -> web.Response:
+    return web.Response(body=PAGE, content_type="text/html", charset="utf-8")
+
+
+async def progress(request: web.Request) -> web.Response:
+    most = [
+        query_int(request, f"max_try_count_{i}", DEFAULT_MAX_TRIES, 0, 2**31 - 1) for i in range(5)
+    ]
+    await reached_min_position(request)
+    services = request.app[SERVICES]
+    rm = services.read_model
+    outdials = await read(request, rm.progress, request[CUSTOMER], most, MAX_OUTDIALS)
+    position = services.positions.position
+    head = await asyncio.to_thread(services.head) if services.head else position
+    body = {
+        "position": position,
+        "head": head,
+        "lag_events": max(head - position, 0),
+        "commands_handled": commands_handled(),
+        "max_try_counts": most,
+        "outdials": outdials,
+    }
+    return json_response(orjson.dumps(body))
