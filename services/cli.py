@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import json
 import sys
 from pathlib import Path
@@ -13,6 +15,22 @@ from services import bootstrap, importer
 from shared import tokens
 from shared.config import Settings
 from shared.logs import configure_logging
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def fewer_malloc_arenas() -> None:
+    """Let glibc's malloc keep two arenas, not eight per core.
+
+    Each thread that allocates gets an arena of its own (the consumer's writer,
+    the projector, the HTTP reads, the executor's threads), and freed memory
+    stays in the arena it came from, so resident memory creeps up with the
+    number of threads rather than with the work (bench: memory after a million
+    events, 1.23x -> 1.20x of after a thousand). Two arenas cost these few
+    threads nothing measurable.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "replay":
         return bootstrap.replay(settings, check=args.check)
+    fewer_malloc_arenas()  # before any thread starts
     names = ["command", "projector", "relay", "query"] if args.command == "run" else [args.command]
     if "query" in names:
         settings.secret  # noqa: B018 - made on first start, so `outdial token` agrees with the API
