@@ -175,7 +175,14 @@ class CommandConsumer(QueueConsumer):
             self._store_failures += 1
             log.error(
                 "store unavailable (down, locked or read-only); command requeued",
-                extra={"fields": {"type": command_type, "error": str(e), "retry_in_s": delay}},
+                extra={
+                    "fields": {
+                        "type": command_type,
+                        "message_id": message.message_id,
+                        "error": str(e),
+                        "retry_in_s": delay,
+                    }
+                },
             )
             await asyncio.sleep(delay)
             await message.nack(requeue=True)
