@@ -267,7 +267,7 @@ async def test_unknown_routes_are_404_and_wrong_methods_405(stack: Stack) -> Non
     token = stack.token()
     outdial_id, _ = await new_outdial(stack, token)
     for path in [
-        "/",
+        "/index.html",  # "/" is the progress page
         "/v1.0",
         "/v1.0/",
         "/v1.0/nothing-here",
