@@ -12,12 +12,16 @@ URL, so nothing depends on hand-set `PERSISTENCE_MODULE`/`POSTGRES_*` variables.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
+
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
 
 
 class StoreURLError(ValueError):
@@ -66,11 +70,40 @@ def parse_store_url(url: str) -> Store:
             # one failed ping rather than one failed command.
             "POSTGRES_PRE_PING": "y",
             "POSTGRES_POOL_SIZE": query.get("pool_size", ["5"])[0],
+            "APPLICATION_RECORDER_TOPIC": "shared.store:UnpipelinedRecorder",
         }
         if "schema" in query:
             env["POSTGRES_SCHEMA"] = query["schema"][0]
         return Store(kind="postgres", env=env)
     raise StoreURLError(f"OUTDIAL_DATABASE_URL must be sqlite:/// or postgresql://: {url}")
+
+
+class UnpipelinedRecorder(PostgresApplicationRecorder):
+    """eventsourcing's recorder, its insert sent statement by statement.
+
+    eventsourcing sends LOCK, NOTIFY and the INSERT of all the events in one
+    psycopg pipeline, and psycopg (3.3) can deadlock there once the INSERT
+    outgrows the socket's buffers: PostgreSQL waits for the rest of the
+    statement, the client for results. A few MB of events do it (an AddTargets
+    of 100 targets with 64 KiB of data each, a group commit of 30 big commands),
+    and the writer then hangs for good. Without the pipeline a transaction
+    costs two more round trips.
+    """
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor() as curs,
+        ):
+            self._insert_events(curs, stored_events, **kwargs)
+            if not stored_events:
+                return None
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
 
 def prepare_store(store: Store) -> None:
