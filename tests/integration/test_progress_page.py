@@ -74,7 +74,9 @@ async def test_the_page_shows_each_outdials_progress(tmp_path: Path) -> None:
         customer = jwt.decode(token, SECRET, algorithms=["HS256"])["customer_id"]
         spring = (await bus.create_outdial(customer, name="spring campaign")).data
         summer = (await bus.create_outdial(customer, name="summer campaign")).data
-        targets = [TargetFields(name=f"t{i}", detail="", data="", destination_0=TEL) for i in range(6)]
+        targets = [
+            TargetFields(name=f"t{i}", detail="", data="", destination_0=TEL) for i in range(6)
+        ]
         added = await bus.add_targets(customer, spring.id, targets)
         await bus.add_targets(customer, summer.id, targets[:2])
         await stack.rt.board.wait_for(added.position, 5)
