@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import orjson
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
@@ -453,8 +453,27 @@ class SQLiteReadModel(ReadModelMixin, SQLiteTrackingRecorder):
     def table(self, name: str, suffix: str | None = None) -> str:
         return name + (self.suffix if suffix is None else suffix)
 
-    def _write(self) -> contextlib.AbstractContextManager[Any]:
-        return self.datastore.transaction(commit=True)
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Any]:
+        # BEGIN IMMEDIATE, not eventsourcing's plain BEGIN: a deferred transaction
+        # that reads first (does the table exist? where is the tracking?) and then
+        # writes gets SQLITE_BUSY at once, without waiting, when another process
+        # committed in between: its snapshot is stale. Taking the write lock first
+        # waits for it (SQLITE_LOCK_TIMEOUT) and reads only what is current.
+        with self.datastore.get_connection(commit=True) as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                yield cursor
+                connection.commit()
+            except BaseException as e:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.rollback()
+                if isinstance(e, sqlite3.OperationalError):
+                    raise OperationalError(e) from e
+                if isinstance(e, sqlite3.IntegrityError):
+                    raise IntegrityError(e) from e
+                raise
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Any]:
