@@ -36,6 +36,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from services.command.application import OutdialApplication
+from services.command.consumer import CommandConsumer
 from shared.bus import COMMAND_QUEUE
 from shared.commands import (
     COMMAND_TYPES,
@@ -45,7 +47,7 @@ from shared.commands import (
     Command,
     TargetFields,
 )
-from tests.integration.conftest import Service, purge_command_queues
+from tests.integration.conftest import AMQP_URL, Service, purge_command_queues
 from tests.integration.processes import OUTDIAL
 from tests.reliability.rpc import (
     BackgroundLoop,
@@ -895,24 +897,33 @@ async def test_a_forged_reply_to_or_huge_headers_do_not_stop_the_consumer(
     assert "h" not in dead.headers
 
 
-async def test_a_valid_command_of_megabytes_is_stored(service: Service) -> None:
+async def test_a_valid_command_of_megabytes_is_stored(store_url: str) -> None:
     """100 targets of 64 KiB of data each: 6.5 MB of events in one insert, which
-    once deadlocked the writer for good in psycopg's pipeline on PostgreSQL."""
+    once deadlocked the writer for good in psycopg's pipeline on PostgreSQL. (Its
+    own consumer, stopped with a deadline: a hung writer would hang the stop.)"""
+    await purge_command_queues()
+    app = OutdialApplication.from_url(store_url)
+    consumer = CommandConsumer(app, AMQP_URL, prefetch=8)
+    await consumer.start()
     customer = str(uuid.uuid4())
-    async with Replies() as replies:
-        made = await replies.send(command_for("CreateOutdial", customer, "", ""), "outdial")
-        big = {"name": "big", "detail": "", "data": "x" * 65536, "destination_0": TEL_0}
-        many = {
-            "type": "AddTargets",
-            "customer_id": customer,
-            "outdial_id": made["data"]["id"],
-            "targets": [big] * 100,
-        }
-        await replies.publish(Outgoing(dumps(many), "many", message_id="many"))
-        await replies.wait_for(["many"], timeout=60)
-        reply = replies.one("many")
-        assert reply["status_code"] == 200
-        assert [t["data"] for t in reply["data"]["result"]] == ["x" * 65536] * 100
-        # And the consumer goes on.
-        after = await replies.send(command_for("CreateOutdial", customer, "", ""), "after")
-        assert after["status_code"] == 200
+    try:
+        async with Replies() as replies:
+            made = await replies.send(command_for("CreateOutdial", customer, "", ""), "outdial")
+            big = {"name": "big", "detail": "", "data": "x" * 65536, "destination_0": TEL_0}
+            many = {
+                "type": "AddTargets",
+                "customer_id": customer,
+                "outdial_id": made["data"]["id"],
+                "targets": [big] * 100,
+            }
+            await replies.publish(Outgoing(dumps(many), "many", message_id="many"))
+            await replies.wait_for(["many"], timeout=60)
+            reply = replies.one("many")
+            assert reply["status_code"] == 200
+            assert [t["data"] for t in reply["data"]["result"]] == ["x" * 65536] * 100
+            # And the consumer goes on.
+            after = await replies.send(command_for("CreateOutdial", customer, "", ""), "after")
+            assert after["status_code"] == 200
+    finally:
+        await asyncio.wait_for(consumer.stop(), 30)
+        app.close()
