@@ -25,6 +25,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
+from shared.queue_consumer import copy_of
 
 # Characters of a sender's own text (a `type`, a customer id) shown at most.
 SHOWN = 100
@@ -142,16 +143,4 @@ async def replay(
 
 def _as_first_sent(message: AbstractIncomingMessage) -> aio_pika.Message:
     headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(HEADER_PREFIX)}
-    return aio_pika.Message(
-        body=message.body,
-        headers=headers or None,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
+    return copy_of(message, headers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -33,6 +34,24 @@ REPLY_RECONNECT_WAIT = 5.0
 # waits for the reconnection instead of answering at once.
 REPLY_CLOSE_SETTLES = 0.2
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any] | None) -> aio_pika.Message:
+    """A persistent copy of `message`: its body and the properties a replay needs
+    (to the dead-letter queue, and back from it), with `headers` instead of its own."""
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers or None,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
 class QueueConsumer:

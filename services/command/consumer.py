@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 import orjson
 import pamqp.encode
 from aio_pika.abc import (
@@ -43,7 +42,7 @@ from services.command.handlers import Reply, handle_group
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
 from shared.commands import Command, InvalidCommand, parse_command
 from shared.metrics import COMMAND_SECONDS, COMMANDS
-from shared.queue_consumer import QueueConsumer
+from shared.queue_consumer import QueueConsumer, copy_of
 
 log = logging.getLogger("outdial.command")
 
@@ -301,20 +300,7 @@ class CommandConsumer(QueueConsumer):
         headers["x-outdial-attempts"] = attempts
         headers["x-outdial-dead-at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
         await self.channel.default_exchange.publish(
-            aio_pika.Message(
-                body=message.body,
-                headers=headers,
-                content_type=message.content_type,
-                content_encoding=message.content_encoding,
-                message_id=message.message_id,
-                correlation_id=message.correlation_id,
-                reply_to=message.reply_to,
-                timestamp=message.timestamp,
-                type=message.type,
-                app_id=message.app_id,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=DEAD_LETTER_QUEUE,
+            copy_of(message, headers), routing_key=DEAD_LETTER_QUEUE
         )
 
     @staticmethod
