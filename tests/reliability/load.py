@@ -104,3 +104,46 @@ async def wait_for(predicate: object, timeout: float, what: str) -> float:
         if time.monotonic() - began > timeout:
             raise AssertionError(f"not within {timeout} s: {what}")
         await asyncio.sleep(0.1)
+
+
+async def every_confirmed_stored_once(
+    load: ConfirmedLoad, store_url: str, timeout: float
+) -> Counter[str]:
+    """Wait until every confirmed command is stored; fail if any is stored twice."""
+    confirmed = set(load.confirmed)
+    await wait_for(
+        lambda: confirmed <= set(stored_target_names(store_url)),
+        timeout,
+        "every confirmed command stored",
+    )
+    stored = stored_target_names(store_url)
+    assert {name for name, n in stored.items() if n > 1} == set(), "applied twice"
+    return stored
+
+
+async def every_stored_published(amqp_url: str, stored: Counter[str], timeout: float) -> set[str]:
+    """Wait until the tap on `outdial.events` has seen every stored target created."""
+    published: set[str] = set()
+
+    async def all_seen() -> bool:
+        published.update(await tapped_names(amqp_url))
+        return set(stored) <= published
+
+    await wait_for(all_seen, timeout, "the relay published every stored target")
+    return published
+
+
+TAP = "test.events.tap"  # durable, so it keeps what the relay published across a restart
+
+
+async def tapped_names(url: str) -> list[str]:
+    """Names of the targets whose `outdialtarget_created` the relay published."""
+    names = []
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(TAP, durable=True)
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            if message.routing_key == "outdialtarget_created":
+                names.append(orjson.loads(message.body)["data"]["name"])
+    return names

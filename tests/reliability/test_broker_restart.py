@@ -16,20 +16,24 @@ from pathlib import Path
 
 import aio_pika
 import aiohttp
-import orjson
 import pytest
 
 from shared.bus import EVENT_EXCHANGE
 from shared.client import OutdialClient
 from tests.integration.processes import free_port, start, wait_for_log
 from tests.integration.test_envelope import Platform
-from tests.reliability.load import ConfirmedLoad, stored_target_names, wait_for
+from tests.reliability.load import (
+    TAP,
+    ConfirmedLoad,
+    every_confirmed_stored_once,
+    every_stored_published,
+    wait_for,
+)
 from tests.reliability.private_servers import private_rabbitmq
 
 pytestmark = pytest.mark.integration
 
 SECRET = "reliability-test-secret-of-at-least-32-bytes"
-TAP = "test.events.tap"  # durable, so it keeps what the relay published across the restart
 RECONNECT_WITHIN = 10.0
 
 
@@ -72,19 +76,6 @@ async def ready(port: int) -> bool:
             return r.status == 200
     except aiohttp.ClientError:
         return False
-
-
-async def tapped_names(url: str) -> list[str]:
-    """Names of the targets whose `outdialtarget_created` the relay published."""
-    names = []
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(TAP, durable=True)
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            if message.routing_key == "outdialtarget_created":
-                names.append(orjson.loads(message.body)["data"]["name"])
-    return names
 
 
 async def test_every_component_comes_back_and_nothing_confirmed_is_lost(
@@ -148,24 +139,11 @@ async def test_every_component_comes_back_and_nothing_confirmed_is_lost(
 
             stop.set()
             await publishing
-            confirmed = set(load.confirmed)
-            await wait_for(
-                lambda: confirmed <= set(stored_target_names(store)),
-                30,
-                "every confirmed command stored",
-            )
-            stored = stored_target_names(store)
-            assert {name for name, n in stored.items() if n > 1} == set(), "applied twice"
+            stored = await every_confirmed_stored_once(load, store, 30)
             # The relay came back too: every stored target was published at least once.
-            published: set[str] = set()
-
-            async def all_published() -> bool:
-                published.update(await tapped_names(broker.url))
-                return set(stored) <= published
-
-            await wait_for(all_published, 30, "the relay published every stored target")
+            published = await every_stored_published(broker.url, stored, 30)
             print(
-                f"confirmed {len(confirmed)}, stored {sum(stored.values())}, "
+                f"confirmed {len(load.confirmed)}, stored {sum(stored.values())}, "
                 f"published {len(published)}, publishes retried {load.failed_publishes}"
             )
         finally:

@@ -23,9 +23,15 @@ from shared.bus import EVENT_EXCHANGE
 from shared.client import OutdialClient
 from tests.integration.conftest import AMQP_URL, dead_letters, purge_command_queues
 from tests.integration.processes import free_port, logged, start, wait_for_log
-from tests.reliability.load import ConfirmedLoad, stored_target_names, wait_for
+from tests.reliability.load import (
+    TAP,
+    ConfirmedLoad,
+    every_confirmed_stored_once,
+    every_stored_published,
+    wait_for,
+)
 from tests.reliability.private_servers import private_postgres
-from tests.reliability.test_broker_restart import SECRET, TAP, answered, ready, tapped_names
+from tests.reliability.test_broker_restart import SECRET, answered, ready
 
 pytestmark = pytest.mark.integration
 
@@ -100,14 +106,7 @@ async def test_commands_wait_for_the_database_and_nothing_is_lost(
 
             stop.set()
             await publishing
-            confirmed = set(load.confirmed)
-            await wait_for(
-                lambda: confirmed <= set(stored_target_names(store)),
-                60,
-                "every confirmed command stored",
-            )
-            stored = stored_target_names(store)
-            assert {name for name, n in stored.items() if n > 1} == set(), "applied twice"
+            stored = await every_confirmed_stored_once(load, store, 60)
             assert await dead_letters() == [], "a store outage is not the command's fault"
             # The outage was felt: commands in flight waited for the database, unacked
             # (eventsourcing retries a lost connection; past its retries the consumer
@@ -128,15 +127,9 @@ async def test_commands_wait_for_the_database_and_nothing_is_lost(
                     }
                 )
             assert await read_back(port, customer, outdial_id, last["position"]) == 200
-            published: set[str] = set()
-
-            async def all_published() -> bool:
-                published.update(await tapped_names(AMQP_URL))
-                return set(stored) <= published
-
-            await wait_for(all_published, 30, "the relay published every stored target")
+            published = await every_stored_published(AMQP_URL, stored, 30)
             print(
-                f"confirmed {len(confirmed)}, stored {sum(stored.values())}, "
+                f"confirmed {len(load.confirmed)}, stored {sum(stored.values())}, "
                 f"published {len(published)}, longest wait {longest / 1000:.1f} s"
             )
         finally:
