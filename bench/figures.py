@@ -8,6 +8,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,6 +35,7 @@ from shared.client import OutdialClient
 from shared.commands import parse_command
 
 ECHO_QUEUE = "bench.echo"
+SECRET = "bench-secret-bench-secret-bench-secret"  # the JWT secret of the service under test
 TEL = {"type": "tel", "target": "+15559876543"}
 
 
@@ -85,6 +87,17 @@ def add_targets(customer: str, outdial_id: str, count: int) -> bytes:
             ],
         }
     )
+
+
+def run_service(url: str, cwd: Path) -> tuple[Child, int]:
+    """`outdial run` on the store at `url`, once ready; and its HTTP port."""
+    port = free_port()
+    env = {
+        "OUTDIAL_DATABASE_URL": url,
+        "OUTDIAL_HTTP_PORT": str(port),
+        "OUTDIAL_JWT_SECRET": SECRET,
+    }
+    return start(outdial("run"), env, cwd, '"msg":"ready"'), port
 
 
 async def new_outdial(client: OutdialClient, customer: str) -> str:
@@ -273,20 +286,13 @@ async def projection_lag(store: str, rate: float, count: int) -> list[Figure]:
     """p99 time from a command's reply to its write being visible over HTTP
     (a read that waits for the reply's position), at a steady command rate."""
     customer = uuid.uuid4()
-    secret = "bench-secret-bench-secret-bench-secret"
     with fresh_store(store) as (url, cwd):
-        port = free_port()
-        env = {
-            "OUTDIAL_DATABASE_URL": url,
-            "OUTDIAL_HTTP_PORT": str(port),
-            "OUTDIAL_JWT_SECRET": secret,
-        }
-        service = start(outdial("run"), env, cwd, '"msg":"ready"')
+        service, port = run_service(url, cwd)
         lags: list[float] = []
         try:
             async with OutdialClient(amqp_url()) as client, aiohttp.ClientSession() as http:
                 outdial_id = await new_outdial(client, str(customer))
-                auth = {"Authorization": f"Bearer {tokens.mint(customer, secret)}"}
+                auth = {"Authorization": f"Bearer {tokens.mint(customer, SECRET)}"}
 
                 async def one(i: int) -> None:
                     reply = await client.send_raw(add_target(str(customer), outdial_id, i))
@@ -396,18 +402,12 @@ async def http_reads(store: str, requests: int, concurrency: int) -> list[Figure
     figures = []
     customer = uuid.uuid4()
     with fresh_store(store) as (url, cwd):
-        port = free_port()
-        env = {
-            "OUTDIAL_DATABASE_URL": url,
-            "OUTDIAL_HTTP_PORT": str(port),
-            "OUTDIAL_JWT_SECRET": "bench-secret-bench-secret-bench-secret",
-        }
-        service = start(outdial("run"), env, cwd, '"msg":"ready"')
+        service, port = run_service(url, cwd)
         try:
             async with OutdialClient(amqp_url()) as client:
                 outdial_id = await new_outdial(client, str(customer))
                 reply = await client.send_raw(add_targets(str(customer), outdial_id, 100))
-            token = tokens.mint(customer, env["OUTDIAL_JWT_SECRET"])
+            token = tokens.mint(customer, SECRET)
             headers = {
                 "Authorization": f"Bearer {token}",
                 "X-Outdial-Min-Position": str(reply["position"]),
@@ -455,16 +455,9 @@ async def memory_growth(store: str, events: int) -> list[Figure]:
     figure shows what grows with the store, not what the first request imports.
     """
     customer = uuid.uuid4()
-    secret = "bench-secret-bench-secret-bench-secret"
     with fresh_store(store) as (url, cwd):
-        port = free_port()
-        env = {
-            "OUTDIAL_DATABASE_URL": url,
-            "OUTDIAL_HTTP_PORT": str(port),
-            "OUTDIAL_JWT_SECRET": secret,
-        }
-        service = start(outdial("run"), env, cwd, '"msg":"ready"')
-        auth = {"Authorization": f"Bearer {tokens.mint(customer, secret)}"}
+        service, port = run_service(url, cwd)
+        auth = {"Authorization": f"Bearer {tokens.mint(customer, SECRET)}"}
         base = f"http://127.0.0.1:{port}/v1.0/outdials"
         try:
             async with OutdialClient(amqp_url()) as client, aiohttp.ClientSession() as http:
