@@ -12,7 +12,7 @@ import orjson
 
 from services.command.application import OutdialApplication
 from services.command.domain import OutdialTarget
-from shared.bus import COMMAND_QUEUE, JSON
+from shared.bus import COMMAND_QUEUE, EVENT_EXCHANGE, JSON
 
 
 @dataclass
@@ -134,6 +134,19 @@ async def every_stored_published(amqp_url: str, stored: Counter[str], timeout: f
 
 
 TAP = "test.events.tap"  # durable, so it keeps what the relay published across a restart
+
+
+async def open_tap(url: str) -> None:
+    """The durable tap on `outdial.events` (every routing key), emptied."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            EVENT_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        tap = await channel.declare_queue(TAP, durable=True)
+        await tap.bind(exchange, "#")
+        await tap.purge()
 
 
 async def tapped_names(url: str) -> list[str]:

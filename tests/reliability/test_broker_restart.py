@@ -14,19 +14,17 @@ import time
 import uuid
 from pathlib import Path
 
-import aio_pika
 import aiohttp
 import pytest
 
-from shared.bus import EVENT_EXCHANGE
 from shared.client import OutdialClient
 from tests.integration.processes import free_port, start, wait_for_log
 from tests.integration.test_envelope import Platform
 from tests.reliability.load import (
-    TAP,
     ConfirmedLoad,
     every_confirmed_stored_once,
     every_stored_published,
+    open_tap,
     wait_for,
 )
 from tests.reliability.private_servers import private_rabbitmq
@@ -82,14 +80,7 @@ async def test_every_component_comes_back_and_nothing_confirmed_is_lost(
     tmp_path: Path, scale: int
 ) -> None:
     with private_rabbitmq() as broker:
-        connection = await aio_pika.connect(broker.url)
-        async with connection:
-            channel = await connection.channel()
-            exchange = await channel.declare_exchange(
-                EVENT_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-            )
-            tap = await channel.declare_queue(TAP, durable=True)
-            await tap.bind(exchange, "#")
+        await open_tap(broker.url)
 
         store = f"sqlite:///{tmp_path}/outdial.sqlite3"
         port = free_port()

@@ -13,21 +13,19 @@ import time
 import uuid
 from pathlib import Path
 
-import aio_pika
 import aiohttp
 import orjson
 import pytest
 
 from shared import tokens
-from shared.bus import EVENT_EXCHANGE
 from shared.client import OutdialClient
 from tests.integration.conftest import AMQP_URL, dead_letters, purge_command_queues
 from tests.integration.processes import free_port, logged, start, wait_for_log
 from tests.reliability.load import (
-    TAP,
     ConfirmedLoad,
     every_confirmed_stored_once,
     every_stored_published,
+    open_tap,
     wait_for,
 )
 from tests.reliability.private_servers import private_postgres
@@ -53,15 +51,7 @@ async def test_commands_wait_for_the_database_and_nothing_is_lost(
     tmp_path: Path, scale: int
 ) -> None:
     await purge_command_queues()
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            EVENT_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        tap = await channel.declare_queue(TAP, durable=True)
-        await tap.bind(exchange, "#")
-        await tap.purge()
+    await open_tap(AMQP_URL)
 
     with private_postgres() as database:
         store = f"{database.url}?schema=outdial"
