@@ -4,10 +4,11 @@ The one place that knows which component needs what: the domain, handlers and
 routes never import from here, and tests start components the same way.
 
 Components of one process share one `Runtime`: one application (one pool of
-store connections), one read model, and the signals between them. When the
-command consumer and the readers of the log (projector, relay) share a process,
-the consumer tells them when it stored something; otherwise they listen to
-PostgreSQL's NOTIFY, or poll SQLite briefly (it has no notifications).
+store connections), one set of read-model queries, one AMQP connection (each
+adapter gets channels of its own on it), and the position board. The command
+consumer tells the relay and the board of this process when it stored
+something; other processes' writes are heard through PostgreSQL's NOTIFY, or,
+on SQLite (which has none), by looking briefly.
 """
 
 from __future__ import annotations
@@ -16,45 +17,47 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
-from uuid import UUID
 
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
+from services import upgrade
 from services.command.application import OutdialApplication
 from services.command.consumer import CommandConsumer
-from services.command.relay import EventRelay
-from services.query.api import (
-    BODY_TIMEOUT_SECONDS,
-    HEADER_TIMEOUT_SECONDS,
-    Services,
-    make_app,
-)
+from services.command.relay import RELAY, EventRelay
+from services.command.unit_of_work import UnitOfWork
+from services.query import replay as replaying
+from services.query.api import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, Services, make_app
 from services.query.envelope import EnvelopeListener
-from services.query.positions import (
-    PositionBoard,
-    follow_by_listening,
-    follow_by_polling,
-    listen,
+from services.query.positions import PositionBoard, follow_by_polling, listen
+from services.query.queries import Queries
+from services.query.writes import ReadModelWriter
+from services.store import (
+    Store,
+    head,
+    parse_store_url,
+    postgres_conninfo,
+    read_position,
+    read_transaction,
 )
-from services.query.projection import Projection
-from services.query.read_model import PostgresReadModel, ReadModelMixin, SQLiteReadModel
-from services.query.readiness import ProjectionWatch
-from shared import shapes
 from shared.client import OutdialClient
 from shared.config import Settings
-from shared.metrics import PROJECTION_LAG, PROJECTION_POSITION
-from shared.store import Store, parse_store_url, postgres_conninfo, schema_lock
+from shared.metrics import watch_store
+from shared.queue_consumer import Replies
 
 log = logging.getLogger("outdial")
 
-# How often a reader of the log looks for new events when nothing tells it.
+# How often the relay looks for other processes' events on SQLite, which cannot
+# tell; and on PostgreSQL, in case a NOTIFY was missed.
 SQLITE_POLL_SECONDS = 0.1
 POSTGRES_POLL_SECONDS = 1.0
+# How often `outdial projector` checks that the read model has every event's rows.
+KEEPER_SECONDS = 10.0
 
 
 @dataclass
@@ -64,29 +67,16 @@ class Component:
     stop: Callable[[], Awaitable[None]]
 
 
-class Wakeup:
-    """A pulse from writers to readers of the log in this process."""
-
-    def __init__(self) -> None:
-        self._events: list[asyncio.Event] = []
-
-    def subscribe(self) -> asyncio.Event:
-        event = asyncio.Event()
-        self._events.append(event)
-        return event
-
-    def notify(self) -> None:
-        for event in self._events:
-            event.set()
-
-
 @dataclass
 class Runtime:
     settings: Settings
-    stored: Wakeup = field(default_factory=Wakeup)
     board: PositionBoard = field(default_factory=PositionBoard)
-    projector_here: bool = False
+    # Set whenever this process stored events, or heard that another did.
+    stored: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _connection: AbstractRobustConnection | None = None
+    _replies: Replies | None = None
+    _watching: bool = False
 
     @cached_property
     def store(self) -> Store:
@@ -94,19 +84,43 @@ class Runtime:
 
     @cached_property
     def app(self) -> OutdialApplication:
-        return OutdialApplication(self.store)
+        app = OutdialApplication(self.store)
+        upgrade.prepare(app)
+        watch_store(lambda: head(app.recorder), self.queries.position, self.relay_position)
+        return app
 
     @cached_property
-    def read_model(self) -> ReadModelMixin:
-        cls: type[SQLiteReadModel | PostgresReadModel] = (
-            SQLiteReadModel if self.store.kind == "sqlite" else PostgresReadModel
+    def queries(self) -> Queries:
+        return Queries(self.store)
+
+    def relay_position(self) -> int:
+        with read_transaction(self.app.recorder) as c:
+            return read_position(c, self.store.dialect, RELAY) or 0
+
+    def new_uow(self) -> UnitOfWork:
+        return UnitOfWork(
+            self.app, candidates=self.queries.claim_candidates, read_model=ReadModelWriter()
         )
-        factory = self.app.factory  # first: making the app takes the lock itself
-        with schema_lock(self.store):
-            read_model = factory.tracking_recorder(cls)
-            assert isinstance(read_model, ReadModelMixin)
-            read_model.create_views()
-        return read_model
+
+    def head(self) -> int:
+        return head(self.app.recorder)
+
+    async def connection(self) -> AbstractRobustConnection:
+        """The process's one AMQP connection."""
+        if self._connection is None:
+            self._connection = await aio_pika.connect_robust(self.settings.amqp_url)
+        return self._connection
+
+    async def replies(self) -> Replies:
+        if self._replies is None:
+            self._replies = Replies(await self.connection(), self.settings.amqp_url)
+            await self._replies.start()
+        return self._replies
+
+    def stored_at(self, position: int) -> None:
+        """This process stored events up to `position`."""
+        self.board.advance(position)
+        self.stored.set()
 
     def background(self, coroutine: Awaitable[None], name: str) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
@@ -114,26 +128,36 @@ class Runtime:
         self.tasks.append(task)
         return task
 
-    def new_events(self) -> asyncio.Event:
-        """An event set whenever the store may hold new notifications."""
-        wakeup = self.stored.subscribe()
-        if self.store.kind == "postgres":  # other processes' writes too
-            channel = self.app.recorder.events_table_name.replace(".", "_")  # type: ignore[attr-defined]
+    def watch_other_processes(self) -> None:
+        """Hear other processes' writes: PostgreSQL's NOTIFY, sent by every insert of
+        events; on SQLite, the board reads the store's position while a request waits
+        (the relay polls on its own)."""
+        if self._watching:
+            return
+        self._watching = True
+        if self.store.kind == "sqlite":
+            self.background(follow_by_polling(self.board, self.head), "positions")
+            return
 
-            async def on_notify(_: str) -> None:
-                wakeup.set()
+        async def on_notify(_: str) -> None:
+            self.board.advance(await asyncio.to_thread(self.head))
+            self.stored.set()
 
-            self.background(listen(postgres_conninfo(self.store), channel, on_notify), "listen")
-        return wakeup
+        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
+        self.background(listen(postgres_conninfo(self.store), channel, on_notify), "listen")
 
     @property
     def poll_seconds(self) -> float:
-        """How long a reader of the log waits for news before it looks anyway:
-        briefly on SQLite, which cannot tell other processes' writes."""
         return SQLITE_POLL_SECONDS if self.store.kind == "sqlite" else POSTGRES_POLL_SECONDS
 
     async def close(self) -> None:
         await cancel(*self.tasks)
+        if self._replies is not None:
+            await self._replies.close()
+        if self._connection is not None:
+            await self._connection.close()
+        if "queries" in self.__dict__:
+            self.queries.close()
         if "app" in self.__dict__:
             self.app.close()
 
@@ -146,7 +170,7 @@ async def cancel(*tasks: asyncio.Task[None]) -> None:
             await task
 
 
-async def follow_log(
+async def follow(
     name: str, step: Callable[[], Awaitable[int]], wakeup: asyncio.Event, poll: float
 ) -> None:
     """Run `step` until it finds nothing new, then wait for news (or `poll`)."""
@@ -169,69 +193,73 @@ async def follow_log(
 
 
 def command_consumer(rt: Runtime) -> Component:
-    read_model = rt.read_model
+    rt.app  # noqa: B018 - the store is made ready before anything is consumed
+    consumer: CommandConsumer | None = None
 
-    def available_targets(
-        outdial_id: UUID,
-        most: Sequence[int],
-        updated_before: datetime | None,
-        limit: int,
-        offset: int,
-    ) -> list[UUID]:
-        before = None if updated_before is None else shapes.timestamp(updated_before)
-        rows = read_model.available(str(outdial_id), most, before, limit, offset)
-        return [UUID(target_id) for target_id, _ in rows]
+    async def start() -> None:
+        nonlocal consumer
+        consumer = CommandConsumer(
+            await rt.connection(),
+            await rt.replies(),
+            rt.new_uow,
+            prefetch=rt.settings.prefetch,
+            on_stored=rt.stored_at,
+        )
+        await consumer.start()
 
-    rt.app.available_targets = available_targets
-    consumer = CommandConsumer(
-        rt.app, rt.settings.amqp_url, prefetch=rt.settings.prefetch, on_stored=rt.stored.notify
-    )
-    return Component("command", consumer.start, consumer.stop)
+    async def stop() -> None:
+        if consumer is not None:
+            await consumer.stop()
+
+    return Component("command", start, stop)
 
 
 def projector(rt: Runtime) -> Component:
-    rt.projector_here = True
-    projection = Projection(rt.app, rt.read_model)
-    # eventsourcing is synchronous: the projection runs in a thread of its own.
-    thread = ThreadPoolExecutor(1, "outdial-projector")
+    """The read model's keeper. Commands write the read model themselves; this brings
+    a read model up to the events at start (an upgrade: `upgrade.prepare`), and then
+    checks now and then that it still has every event's rows, rebuilding it if a
+    process of an earlier version stored events without them meanwhile."""
+    rt.app  # noqa: B018 - the upgrade, if any, happens here
     tasks: list[asyncio.Task[None]] = []
 
-    def page() -> tuple[int, int, int]:
-        count = projection.catch_up_page()
-        return count, rt.read_model.position(), rt.app.recorder.max_notification_id() or 0
-
-    async def step() -> int:
-        count, position, head = await asyncio.get_running_loop().run_in_executor(thread, page)
-        PROJECTION_POSITION.set(position)
-        PROJECTION_LAG.set(max(head - position, 0))
-        await rt.board.advance(position)
-        return count
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(KEEPER_SECONDS)
+            try:
+                if not await asyncio.to_thread(replaying.is_current, rt.app):
+                    log.warning("the read model is behind the events; rebuilding it")
+                    await asyncio.to_thread(replaying.rebuild, rt.app, quiet=True)
+            except Exception:
+                log.exception("checking the read model failed")
 
     async def start() -> None:
-        follow = follow_log("projector", step, rt.new_events(), rt.poll_seconds)
-        tasks.append(rt.background(follow, "projector"))
+        tasks.append(rt.background(keep(), "projector"))
 
     async def stop() -> None:
         await cancel(*tasks)
-        thread.shutdown(wait=True)
 
     return Component("projector", start, stop)
 
 
 def relay(rt: Runtime) -> Component:
-    app = rt.app  # first: making the app takes the lock itself
-    with schema_lock(rt.store):  # the relay's tracking table may be new
-        event_relay = EventRelay(app, rt.settings.amqp_url)
+    rt.app  # noqa: B018
     tasks: list[asyncio.Task[None]] = []
+    event_relay: EventRelay | None = None
 
     async def start() -> None:
-        await event_relay.connect()
-        follow = follow_log("relay", event_relay.relay_page, rt.new_events(), rt.poll_seconds)
-        tasks.append(rt.background(follow, "relay"))
+        nonlocal event_relay
+        channel = await (await rt.connection()).channel(publisher_confirms=True)
+        event_relay = EventRelay(rt.app, channel)
+        await event_relay.declare()
+        rt.watch_other_processes()
+        rt.stored.set()  # whatever is in the outbox already
+        loop = follow("relay", event_relay.relay_page, rt.stored, rt.poll_seconds)
+        tasks.append(rt.background(loop, "relay"))
 
     async def stop() -> None:
         await cancel(*tasks)
-        await event_relay.close()
+        if event_relay is not None and not event_relay.channel.is_closed:
+            await event_relay.channel.close()
 
     return Component("relay", start, stop)
 
@@ -242,85 +270,62 @@ def http_api(
     header_timeout: float = HEADER_TIMEOUT_SECONDS,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> Component:
-    """The HTTP API; the timeouts cut slow clients off (tests shorten them)."""
-    bus = OutdialClient(rt.settings.amqp_url)
-
-    def head() -> int:
-        """The store's last position."""
-        return rt.app.recorder.max_notification_id() or 0
-
-    services = Services(
-        read_model=rt.read_model,
-        bus=bus,
-        positions=rt.board,
-        secret=rt.settings.secret,
-        body_timeout=body_timeout,
-        head=head,
-    )
-    # aiohttp's keep-alive timer runs from the connect too: it is the header timeout.
-    runner = web.AppRunner(make_app(services), access_log=None, keepalive_timeout=header_timeout)
-
-    async def store_reachable() -> str | None:
-        try:
-            await asyncio.to_thread(rt.read_model.position)
-        except Exception as e:
-            return f"store unreachable: {e}"
-        return None
-
-    async def broker_reachable() -> str | None:
-        return None if bus.connected else "broker unreachable"
-
-    async def projection_running() -> str | None:
-        for task in rt.tasks:
-            if task.get_name() == "projector" and task.done():
-                return "projection stopped"
-        return None
-
-    # Judged from the tracking row and the log's head, so it also holds in a
-    # query process whose projector runs elsewhere.
-    projection_moving = ProjectionWatch(
-        rt.read_model.position,
-        head,
-        lag_limit=rt.settings.ready_lag_events,
-        stall_seconds=rt.settings.ready_stall_seconds,
-    )
-    services.readiness += [
-        store_reachable,
-        broker_reachable,
-        projection_running,
-        projection_moving.problem,
-    ]
-    # The platform's request envelope: the same bus client, read model and positions.
-    envelope = EnvelopeListener(
-        rt.settings.amqp_url,
-        rt.read_model,
-        bus,
-        rt.board,
-        lambda: rt.app.recorder.max_notification_id() or 0,
-    )
+    """The HTTP API and the platform's envelope listener; the timeouts cut slow
+    clients off (tests shorten them)."""
+    rt.app  # noqa: B018
+    state: dict[str, object] = {}
+    runner: web.AppRunner | None = None
 
     async def start() -> None:
-        await projection_moving.problem()  # the first look: a stall is timed from here
+        nonlocal runner
+        connection = await rt.connection()
+        bus = OutdialClient(rt.settings.amqp_url, connection=connection)
         await bus.connect()
-        if not rt.projector_here:
-            if rt.store.kind == "postgres":
-                channel = rt.read_model.channel  # type: ignore[attr-defined]
-                follower = follow_by_listening(
-                    rt.board, postgres_conninfo(rt.store), channel, rt.read_model.position
-                )
-            else:
-                follower = follow_by_polling(rt.board, rt.read_model.position)
-            rt.background(follower, "positions")
+        services = Services(
+            queries=rt.queries,
+            bus=bus,
+            positions=rt.board,
+            secret=rt.settings.secret,
+            body_timeout=body_timeout,
+            head=rt.head,
+        )
+
+        async def store_reachable() -> str | None:
+            try:
+                await asyncio.to_thread(rt.queries.position)
+            except Exception as e:
+                return f"store unreachable: {e}"
+            return None
+
+        async def broker_reachable() -> str | None:
+            return None if bus.connected else "broker unreachable"
+
+        services.readiness += [store_reachable, broker_reachable]
+        rt.board.advance(rt.head())
+        rt.watch_other_processes()
+        envelope = EnvelopeListener(connection, await rt.replies(), rt.queries, bus)
         await envelope.start()
+        # aiohttp's keep-alive timer runs from the connect too: it is the header timeout.
+        runner = web.AppRunner(
+            make_app(services), access_log=None, keepalive_timeout=header_timeout
+        )
         await runner.setup()
         await web.TCPSite(runner, "0.0.0.0", rt.settings.http_port).start()
+        state.update(bus=bus, envelope=envelope, services=services)
         print(f"outdial: HTTP API on http://127.0.0.1:{rt.settings.http_port}/", flush=True)
 
     async def stop() -> None:
-        await runner.cleanup()
-        await envelope.stop()
-        await bus.close()
-        services.executor.shutdown(wait=False)
+        if runner is not None:
+            await runner.cleanup()
+        envelope = state.get("envelope")
+        if isinstance(envelope, EnvelopeListener):
+            await envelope.stop()
+        bus = state.get("bus")
+        if isinstance(bus, OutdialClient):
+            await bus.close()
+        services = state.get("services")
+        if isinstance(services, Services):
+            services.executor.shutdown(wait=False)
 
     return Component("query", start, stop)
 
@@ -335,14 +340,13 @@ COMPONENTS: dict[str, Callable[[Runtime], Component]] = {
 
 def replay(settings: Settings, *, check: bool) -> int:
     """`outdial replay [--check]`: the exit status is 1 when --check finds a difference."""
-    from services.query import replay as replaying
-
-    rt = Runtime(settings)
+    app = OutdialApplication(parse_store_url(settings.database_url))
     try:
+        upgrade.prepare(app)
         if not check:
-            replaying.rebuild(rt.app, rt.read_model)
+            replaying.rebuild(app)
             return 0
-        comparison = replaying.check(rt.app, rt.read_model)
+        comparison = replaying.check(app)
         for difference in comparison.differences:
             print(difference)
         verdict = "equal" if comparison.equal else "DIFFERENT"
@@ -351,19 +355,19 @@ def replay(settings: Settings, *, check: bool) -> int:
         )
         return 0 if comparison.equal else 1
     finally:
-        rt.app.close()
+        app.close()
 
 
 async def serve(settings: Settings, names: list[str]) -> None:
     """Start the named components in order, wait for a stop signal, stop them in reverse."""
     rt = Runtime(settings)
-    components = [COMPONENTS[name](rt) for name in names]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     started: list[Component] = []
     try:
+        components = [COMPONENTS[name](rt) for name in names]
         for component in components:
             await component.start()
             started.append(component)
@@ -379,3 +383,4 @@ async def serve(settings: Settings, names: list[str]) -> None:
         await rt.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        sys.stdout.flush()

@@ -16,6 +16,7 @@ return a `Written` resource model or raise the `OutdialError` of the reply's
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -264,11 +265,22 @@ def _fields(target: TargetFields | dict[str, Any]) -> dict[str, Any]:
 
 
 class OutdialClient(TypedCommands):
-    def __init__(self, amqp_url: str = DEFAULT_AMQP_URL, *, queue: str = COMMAND_QUEUE):
-        self.amqp_url = amqp_url
+    """The bus client. `amqp_url` defaults to `OUTDIAL_AMQP_URL` (else the local
+    broker); a process that has a connection already passes it as `connection`,
+    and the client then opens a channel on it and closes only that."""
+
+    def __init__(
+        self,
+        amqp_url: str | None = None,
+        *,
+        queue: str = COMMAND_QUEUE,
+        connection: AbstractRobustConnection | None = None,
+    ):
+        self.amqp_url = amqp_url or os.environ.get("OUTDIAL_AMQP_URL") or DEFAULT_AMQP_URL
         self.queue = queue  # another only to measure the bus itself (bench/)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._connection: AbstractRobustConnection | None = None
+        self._own_connection = connection is None
+        self._connection: AbstractRobustConnection | None = connection
         self._channel: AbstractChannel | None = None
         self._replies: AbstractQueue | None = None
 
@@ -280,7 +292,8 @@ class OutdialClient(TypedCommands):
         await self.close()
 
     async def connect(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        if self._connection is None:
+            self._connection = await aio_pika.connect_robust(self.amqp_url)
         self._channel = await self._connection.channel()
         # Declared here too, so a command sent before the service first starts waits for it.
         await self._channel.declare_queue(self.queue, durable=True)
@@ -299,7 +312,10 @@ class OutdialClient(TypedCommands):
     async def close(self) -> None:
         for future in self._pending.values():
             future.cancel()
-        if self._connection is not None:
+        if not self._own_connection:
+            if self._channel is not None and not self._channel.is_closed:
+                await self._channel.close()
+        elif self._connection is not None:
             await self._connection.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:

@@ -35,6 +35,8 @@ TryIntervalMs = Annotated[int, Field(ge=0, le=365 * 24 * 3600 * 1000)]
 DestinationIndex = Annotated[int, Field(ge=0, le=4)]
 
 MAX_TARGETS_PER_COMMAND = 1000
+# A command message over this many bytes is refused before it is parsed (CONTRACT 3).
+MAX_COMMAND_BYTES = 16 * 1024 * 1024
 NO_CAMPAIGN = UUID(int=0)
 
 

@@ -29,11 +29,6 @@ class Settings(BaseSettings):
     # Unacknowledged commands the broker may hand one consumer at a time.
     prefetch: int = 64
     log_level: str = "INFO"
-    # /readyz fails while the projection is more than `ready_lag_events` behind
-    # the store and has not moved for `ready_stall_seconds`: behind alone is
-    # normal under load, stuck is not.
-    ready_lag_events: int = 100
-    ready_stall_seconds: float = 30.0
 
     @cached_property
     def secret(self) -> str:

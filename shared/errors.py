@@ -8,9 +8,50 @@ raise the class of their status code.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from shared.resources import ErrorDetail
+
+
+class ErrorCode(StrEnum):
+    """Every `error.code` of a command's reply (CONTRACT 3)."""
+
+    INVALID_COMMAND = "invalid_command"
+    COMMAND_TOO_LARGE = "command_too_large"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    OUTDIAL_NOT_FOUND = "outdial_not_found"
+    TARGET_NOT_FOUND = "target_not_found"
+    NO_AVAILABLE_TARGET = "no_available_target"
+    OUTDIAL_EXISTS = "outdial_exists"
+    TARGET_EXISTS = "target_exists"
+    TARGET_PROGRESSING = "target_progressing"
+    TARGET_DONE = "target_done"
+    DESTINATION_ABSENT = "destination_absent"
+    TARGET_NOT_PROGRESSING = "target_not_progressing"
+    INTERNAL_ERROR = "internal_error"
+
+    @property
+    def status(self) -> int:
+        """The reply's `status_code` (and the HTTP status) for this code."""
+        return _STATUS[self]
+
+
+_STATUS = {
+    ErrorCode.INVALID_COMMAND: 400,
+    ErrorCode.COMMAND_TOO_LARGE: 413,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
+    ErrorCode.OUTDIAL_NOT_FOUND: 404,
+    ErrorCode.TARGET_NOT_FOUND: 404,
+    ErrorCode.NO_AVAILABLE_TARGET: 404,
+    ErrorCode.OUTDIAL_EXISTS: 409,
+    ErrorCode.TARGET_EXISTS: 409,
+    ErrorCode.TARGET_PROGRESSING: 409,
+    ErrorCode.TARGET_DONE: 409,
+    ErrorCode.DESTINATION_ABSENT: 409,
+    ErrorCode.TARGET_NOT_PROGRESSING: 409,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
 
 
 class OutdialError(Exception):
@@ -78,6 +119,14 @@ class TargetNotProgressing(Conflict):
     pass
 
 
+class CommandTooLarge(OutdialError):
+    status_code = 413
+
+
+class IdempotencyKeyReused(Conflict):
+    pass
+
+
 class InternalError(OutdialError):
     status_code = 500
 
@@ -94,11 +143,14 @@ BY_CODE: dict[str, type[OutdialError]] = {
     "destination_absent": DestinationAbsent,
     "target_not_progressing": TargetNotProgressing,
     "internal_error": InternalError,
+    "command_too_large": CommandTooLarge,
+    "idempotency_key_reused": IdempotencyKeyReused,
 }
 BY_STATUS: dict[int, type[OutdialError]] = {
     400: InvalidCommand,
     404: NotFound,
     409: Conflict,
+    413: CommandTooLarge,
     500: InternalError,
 }
 

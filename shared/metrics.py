@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 COMMANDS = Counter(
@@ -13,13 +15,27 @@ COMMAND_SECONDS = Histogram(
     ["type"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+STORE_POSITION = Gauge("outdial_store_position", "Notification id of the last stored event")
 PROJECTION_POSITION = Gauge(
-    "outdial_projection_position", "Last notification id applied to the read model"
+    "outdial_projection_position", "Last notification id whose rows the read model holds"
 )
 PROJECTION_LAG = Gauge(
-    "outdial_projection_lag_events", "Notifications stored but not yet in the read model"
+    "outdial_projection_lag_events", "Notifications stored but not in the read model (0)"
 )
-RELAY_POSITION = Gauge("outdial_relay_position", "Last notification id published to outdial.events")
+RELAY_POSITION = Gauge(
+    "outdial_relay_position", "Last notification id whose messages the relay published"
+)
 HTTP_REQUESTS = Counter(
     "outdial_http_requests_total", "HTTP requests, by route and status", ["route", "status"]
 )
+
+
+def watch_store(
+    head: Callable[[], int], read_model: Callable[[], int], relay: Callable[[], int]
+) -> None:
+    """Read the positions from the store when scraped, so that every process tells
+    the same, whichever components it runs."""
+    STORE_POSITION.set_function(head)
+    PROJECTION_POSITION.set_function(read_model)
+    PROJECTION_LAG.set_function(lambda: max(head() - read_model(), 0))
+    RELAY_POSITION.set_function(relay)

@@ -1,12 +1,13 @@
-"""A durable queue's consumer that stops cleanly: the lifecycle both front doors
-on the bus share (the command consumer and the platform's envelope listener).
+"""A durable queue's consumer that stops cleanly, and the replies it sends: the
+lifecycle both front doors on the bus share (the command consumer and the
+platform's envelope listener).
 
-aio-pika's robust connection restores channels, QoS and consumers after a
-reconnect but holds channels weakly, so this keeps strong references. Replies
-go out on a connection of their own (see `start`). Stopping
-cancels the subscription, lets every message already being processed finish
-(and be acked), and leaves any delivery that arrives meanwhile unacked, for the
-broker to hand to the next consumer when the channel closes.
+Each consumer works on channels of the process's one connection (aio-pika's
+robust connection restores channels, QoS and consumers after a reconnect, but
+holds channels weakly, so this keeps strong references). Stopping cancels the
+subscription, lets every message already being processed finish (and be
+acked), and leaves any delivery that arrives meanwhile unacked, for the broker
+to hand to the next consumer when the channel closes.
 """
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ from shared.bus import JSON
 
 log = logging.getLogger("outdial.bus")
 
-# Seconds a reply waits for its connection to come back before it is given up.
-REPLY_RECONNECT_WAIT = 5.0
-# Seconds for a broken connection's close to reach its channel, so that `ready()`
-# waits for the reconnection instead of answering at once.
-REPLY_CLOSE_SETTLES = 0.2
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+# Seconds a reply waits for its connection to come back before it is given up.
+RECONNECT_WAIT = 5.0
 
 
 def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any] | None) -> aio_pika.Message:
@@ -54,20 +52,72 @@ def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any] | None) ->
     )
 
 
+class Replies:
+    """Sends replies to whatever `reply_to` a sender chose, so that no sender's choice
+    costs another sender its reply.
+
+    A reply to a queue goes out on a channel of the process's connection. A reply
+    to a direct reply-to name (`amq.rabbitmq.reply-to.…`) does not: RabbitMQ 3.x
+    closes the whole *connection* that publishes to such a name when it cannot
+    decode it (541 INTERNAL_ERROR), and a sender can forge one. Those go out on a
+    connection of their own, with confirms, so a forged name breaks only that
+    connection: the replies that were in flight with it are sent again, one at a
+    time, once it is back, and the one that breaks it again is the forged one,
+    given up with a log line.
+    """
+
+    def __init__(self, connection: AbstractRobustConnection, amqp_url: str):
+        self.connection = connection
+        self.amqp_url = amqp_url
+        self._channel: AbstractChannel | None = None
+        self._direct: AbstractRobustConnection | None = None
+        self._direct_channel: AbstractRobustChannel | None = None
+        self._one_at_a_time = asyncio.Lock()
+
+    async def start(self) -> None:
+        self._channel = await self.connection.channel(publisher_confirms=False)
+
+    async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+    async def send(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        message = aio_pika.Message(body, content_type=JSON, correlation_id=correlation_id)
+        if not reply_to.startswith(DIRECT_REPLY_TO):
+            assert self._channel is not None, "start() first"
+            await self._channel.default_exchange.publish(message, routing_key=reply_to)
+            return
+        try:
+            await self._send_direct(message, reply_to)
+        except Exception:
+            # Alone on a fresh connection this time: if it breaks that too, it is
+            # the forged one.
+            async with self._one_at_a_time:
+                await self._send_direct(message, reply_to)
+
+    async def _send_direct(self, message: aio_pika.Message, reply_to: str) -> None:
+        if self._direct is None:
+            self._direct = await aio_pika.connect_robust(self.amqp_url, reconnect_interval=0.1)
+            self._direct_channel = await self._direct.channel(publisher_confirms=True)
+        assert self._direct_channel is not None
+        await asyncio.wait_for(self._direct_channel.ready(), RECONNECT_WAIT)
+        await self._direct_channel.default_exchange.publish(message, routing_key=reply_to)
+
+
 class QueueConsumer:
     queue_name: str
 
-    def __init__(self, amqp_url: str, *, prefetch: int):
-        self.amqp_url = amqp_url
+    def __init__(self, connection: AbstractRobustConnection, replies: Replies, *, prefetch: int):
+        self.connection = connection
+        self.replies = replies
         self.prefetch = prefetch
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._reply_connection: AbstractRobustConnection | None = None
-        self._reply_channel: AbstractRobustChannel | None = None
 
     @property
     def channel(self) -> AbstractChannel:
@@ -78,19 +128,10 @@ class QueueConsumer:
         """Declare what else the subclass publishes to."""
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
-        self._channel = await self._connection.channel()
+        self._channel = await self.connection.channel()
         await self._channel.set_qos(prefetch_count=self.prefetch)
         self._queue = await self._channel.declare_queue(self.queue_name, durable=True)
         await self.declare(self._channel)
-        # `reply_to` is the sender's to choose, and RabbitMQ closes the connection
-        # that publishes to a forged direct reply-to name (541 INTERNAL_ERROR). On
-        # the consuming connection that would requeue every unacked delivery, the
-        # forged one too, again after each reconnect: the consumer would be stuck.
-        self._reply_connection = await aio_pika.connect_robust(
-            self.amqp_url, reconnect_interval=0.5
-        )
-        self._reply_channel = await self._reply_connection.channel()
         self._consumer_tag = await self._queue.consume(self._on_message)
         log.info("consuming", extra={"fields": {"queue": self.queue_name}})
 
@@ -104,9 +145,8 @@ class QueueConsumer:
                 log.warning("could not cancel the consumer", exc_info=True)
         while self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
-        for connection in (self._reply_connection, self._connection):
-            if connection is not None:
-                await connection.close()
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
         log.info("stopped", extra={"fields": {"queue": self.queue_name}})
 
     async def process(self, message: AbstractIncomingMessage) -> None:
@@ -120,31 +160,9 @@ class QueueConsumer:
         await message.reject(requeue=not message.redelivered)
 
     async def publish_reply(self, message: AbstractIncomingMessage, body: bytes) -> None:
-        """Answer to `reply_to`, if the sender asked for an answer.
-
-        A reply lost because the reply connection broke under it (maybe under
-        another message's forged reply_to) is sent once more when the connection
-        is back; direct reply-to replies are not, being the suspects and, by
-        RabbitMQ's design, at most once anyway."""
-        if not message.reply_to:
-            return
-        assert self._reply_channel is not None, "start() first"
-        reply = aio_pika.Message(body, content_type=JSON, correlation_id=message.correlation_id)
-        for last in (message.reply_to.startswith(DIRECT_REPLY_TO), True):
-            await asyncio.wait_for(self._reply_channel.ready(), REPLY_RECONNECT_WAIT)
-            try:
-                await self._reply_channel.default_exchange.publish(
-                    reply, routing_key=message.reply_to
-                )
-                return
-            except Exception:
-                if last:
-                    raise
-                log.warning(
-                    "reply failed; sending it again once reconnected",
-                    extra={"fields": {"message_id": message.message_id}},
-                )
-                await asyncio.sleep(REPLY_CLOSE_SETTLES)
+        """Answer to `reply_to`, if the sender asked for an answer."""
+        if message.reply_to:
+            await self.replies.send(message.reply_to, message.correlation_id, body)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:

@@ -34,15 +34,17 @@ import pamqp.encode
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
+    AbstractRobustConnection,
 )
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from services.command.application import OutdialApplication
-from services.command.handlers import Reply, handle_group
+from services.command.handlers import Incoming, Reply, UnitOfWorkFactory, handle_group
+from services.command.receipts import command_digest
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
-from shared.commands import Command, InvalidCommand, parse_command
+from shared.commands import MAX_COMMAND_BYTES, InvalidCommand, parse_command
+from shared.errors import ErrorCode
 from shared.metrics import COMMAND_SECONDS, COMMANDS
-from shared.queue_consumer import QueueConsumer, copy_of
+from shared.queue_consumer import QueueConsumer, Replies, copy_of
 
 log = logging.getLogger("outdial.command")
 
@@ -63,7 +65,10 @@ READ_ONLY_SQL_TRANSACTION = "25006"
 # makes the broker close the publishing connection, the consumer's.
 MAX_CARRIED_HEADERS = 64 * 1024
 
-INTERNAL_ERROR = Reply(500, error={"code": "internal_error", "message": "internal error"})
+INTERNAL_ERROR = Reply.refused(ErrorCode.INTERNAL_ERROR, "internal error")
+TOO_LARGE = Reply.refused(
+    ErrorCode.COMMAND_TOO_LARGE, f"a command is at most {MAX_COMMAND_BYTES} bytes"
+)
 
 
 class StoreUnavailable(Exception):
@@ -117,21 +122,22 @@ class CommandConsumer(QueueConsumer):
 
     def __init__(
         self,
-        app: OutdialApplication,
-        amqp_url: str,
+        connection: AbstractRobustConnection,
+        replies: Replies,
+        new_uow: UnitOfWorkFactory,
         *,
         prefetch: int = 64,
-        on_stored: Callable[[], None] = lambda: None,
+        on_stored: Callable[[int], None] = lambda position: None,
         retry_delays: Sequence[float] = FAILURE_RETRY_DELAYS,
     ):
-        super().__init__(amqp_url, prefetch=prefetch)
-        self.app = app
-        # Told after each command that stored events, so readers of the log in
-        # this process (projector, relay) need not poll for them.
+        super().__init__(connection, replies, prefetch=prefetch)
+        self.new_uow = new_uow
+        # Told the position after each command that stored events, so the relay
+        # and the readers waiting for a position in this process need not poll.
         self.on_stored = on_stored
         self.retry_delays = tuple(retry_delays)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outdial-writer")
-        self._waiting: list[tuple[Command, str | None, asyncio.Future[Reply]]] = []
+        self._waiting: list[tuple[Incoming, asyncio.Future[Reply]]] = []
         self._drainer: asyncio.Future[None] | None = None
         self._store_failures = 0
 
@@ -145,16 +151,18 @@ class CommandConsumer(QueueConsumer):
     async def process(self, message: AbstractIncomingMessage) -> None:
         started = time.perf_counter()
         command_type: str | None = None
+        if len(message.body) > MAX_COMMAND_BYTES:
+            # Refused before parsing: parsing 100 MB of targets would hold the
+            # writer and the memory of every process the command reaches.
+            await self._reply(message, TOO_LARGE)
+            await message.ack()
+            self._log(message, command_type, 413, started)
+            return
         try:
             command = parse_command(message.body)
         except InvalidCommand as invalid:
-            reply = Reply(
-                400,
-                error={
-                    "code": "invalid_command",
-                    "message": invalid.message,
-                    "details": invalid.details,
-                },
+            reply = Reply.refused(
+                ErrorCode.INVALID_COMMAND, invalid.message, details=invalid.details
             )
             await self._reply(message, reply)
             if invalid.unparseable:
@@ -168,7 +176,8 @@ class CommandConsumer(QueueConsumer):
 
         command_type = command.type
         try:
-            reply = await self._apply(command, message.message_id)
+            incoming = Incoming(command, message.message_id, command_digest(message.body))
+            reply = await self._apply(incoming)
         except StoreUnavailable as e:
             delay = STORE_RETRY_DELAYS[min(self._store_failures, len(STORE_RETRY_DELAYS) - 1)]
             self._store_failures += 1
@@ -208,7 +217,7 @@ class CommandConsumer(QueueConsumer):
             return
         self._store_failures = 0
         if reply.position is not None:
-            self.on_stored()
+            self.on_stored(reply.position)
         await self._reply(message, reply)
         await message.ack()
         self._log(message, command_type, reply.status_code, started)
@@ -219,13 +228,13 @@ class CommandConsumer(QueueConsumer):
         await self._dead_letter(message, type(error).__name__, describe(error))
         await message.ack()
 
-    async def _apply(self, command: Command, message_id: str | None) -> Reply:
+    async def _apply(self, incoming: Incoming) -> Reply:
         """The command's reply, trying again after a back-off while its handler fails
         unexpectedly. Only this message's task waits meanwhile: the writer goes on
         with the other commands. Raises CommandFailed once the attempts are spent."""
         for attempt, delay in enumerate((*self.retry_delays, None), start=1):
             try:
-                return await self._handle(command, message_id)
+                return await self._handle(incoming)
             except StoreUnavailable:
                 raise
             except Exception as e:
@@ -236,8 +245,8 @@ class CommandConsumer(QueueConsumer):
                     exc_info=True,
                     extra={
                         "fields": {
-                            "type": command.type,
-                            "message_id": message_id,
+                            "type": incoming.command.type,
+                            "message_id": incoming.message_id,
                             "attempt": attempt,
                             "retry_in_s": delay,
                         }
@@ -246,12 +255,12 @@ class CommandConsumer(QueueConsumer):
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _handle(self, command: Command, message_id: str | None) -> Reply:
+    async def _handle(self, incoming: Incoming) -> Reply:
         """The command's reply, once its events are stored. Commands that arrive
         while the writer is busy wait, and are then stored together in one
         transaction (group commit); alone, a command is stored at once."""
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiting.append((command, message_id, future))
+        self._waiting.append((incoming, future))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.ensure_future(self._drain())
         try:
@@ -265,12 +274,14 @@ class CommandConsumer(QueueConsumer):
         loop = asyncio.get_running_loop()
         while self._waiting:
             group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
-            commands = [(command, message_id) for command, message_id, _ in group]
+            incomings = [incoming for incoming, _ in group]
             try:
-                results = await loop.run_in_executor(self._writer, handle_group, commands, self.app)
+                results = await loop.run_in_executor(
+                    self._writer, handle_group, incomings, self.new_uow
+                )
             except BaseException as e:
                 results = [e] * len(group)
-            for (_, _, future), result in zip(group, results, strict=True):
+            for (_, future), result in zip(group, results, strict=True):
                 if future.done():
                     continue
                 if isinstance(result, BaseException):

@@ -2,10 +2,7 @@
 
 `Outdial` and `OutdialTarget` are separate aggregates, so adding a target never
 loads or touches the outdial's other targets: an outdial holding 100,000 targets
-takes a new one as cheaply as an empty one. `CommandReceipt` records that a
-command (by customer and `message_id`) was handled and what it answered; it is
-saved in the same transaction as the command's events, which is what makes a
-redelivered command a no-op.
+takes a new one as cheaply as an empty one.
 
 Each public method checks its rule first and only then triggers its event (a
 private `@event` method), so a refused command records nothing.
@@ -15,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
@@ -25,9 +21,9 @@ DESTINATION_SLOTS = 5
 
 
 class DomainError(Exception):
-    """A command that is well formed but refused by the rules."""
+    """A command that is well formed but refused by the rules. `code` names the
+    refusal (CONTRACT 3's `error.code`); what status answers it is the doors' business."""
 
-    status_code = 400
     code = "invalid_command"
 
     def __init__(self, message: str):
@@ -36,22 +32,19 @@ class DomainError(Exception):
 
 
 class OutdialNotFound(DomainError):
-    status_code = 404
     code = "outdial_not_found"
 
 
 class TargetNotFound(DomainError):
-    status_code = 404
     code = "target_not_found"
 
 
 class NoAvailableTarget(DomainError):
-    status_code = 404
     code = "no_available_target"
 
 
 class Conflict(DomainError):
-    status_code = 409
+    """The resource's state refuses the command (the target is already progressing, ...)."""
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -222,34 +215,3 @@ class OutdialTarget(Aggregate):
     @event("Deleted")
     def _deleted(self) -> None:
         self.deleted = True
-
-
-# A fixed namespace, so a receipt's id is the same in every process and on every run.
-RECEIPT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:outdial:command-receipt")
-
-
-class CommandReceipt(Aggregate):
-    """That a command was handled, and what it answered (without the position,
-    which is this receipt's own place in the notification log)."""
-
-    @staticmethod
-    def create_id(customer_id: UUID, message_id: str) -> UUID:
-        # Scoped to the customer: another customer's equal message_id is another command.
-        return uuid5(RECEIPT_NAMESPACE, f"{customer_id}/{message_id}")
-
-    @event("Recorded")
-    def __init__(
-        self,
-        customer_id: UUID,
-        message_id: str,
-        command_type: str,
-        status_code: int,
-        data: dict[str, Any] | None,
-        error: dict[str, Any] | None,
-    ) -> None:
-        self.customer_id = customer_id
-        self.message_id = message_id
-        self.command_type = command_type
-        self.status_code = status_code
-        self.data = data
-        self.error = error

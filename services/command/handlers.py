@@ -1,13 +1,15 @@
-"""One handler per command, and the unit of work that runs them exactly once.
+"""One handler per command, and the loop that runs them exactly once.
 
-A handler takes its command and the application, applies the rules through the
-aggregates, and returns what changed and what to answer; it saves nothing.
-`handle` wraps every handler the same way:
+A handler takes its command and the unit of work, applies the rules through the
+aggregates, and says what it changed and how its reply reads; it stores
+nothing. `decide` wraps every handler the same way:
 
 1. a command whose receipt exists (same customer, same `message_id`) is answered
-   from the receipt and changes nothing;
-2. the handler's aggregates and the new receipt are saved in one transaction;
-3. a save that loses an optimistic-concurrency race is run again from fresh
+   from the receipt and changes nothing; the same `message_id` on another command
+   is refused (409 `idempotency_key_reused`);
+2. the handler's changes and the command's receipt are recorded in the unit of
+   work, which `handle` (one command) or `handle_group` (group commit) commits;
+3. a commit that loses an optimistic-concurrency race is run again from fresh
    state, so no update is lost and a rule that now refuses (a target already
    progressing) answers 409.
 """
@@ -16,22 +18,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from uuid import UUID
 
+import orjson
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from services.command.application import OutdialApplication
+from services.command import receipts
 from services.command.domain import (
-    CommandReceipt,
     Conflict,
     DomainError,
     NoAvailableTarget,
     Outdial,
     OutdialTarget,
 )
+from services.command.receipts import Receipt
+from services.command.unit_of_work import Change, Recorded, UnitOfWork
 from shared import shapes
 from shared.commands import (
     AddTarget,
@@ -48,6 +53,7 @@ from shared.commands import (
     UpdateOutdialData,
     UpdateTargetStatus,
 )
+from shared.errors import ErrorCode
 
 log = logging.getLogger("outdial.command")
 
@@ -71,42 +77,56 @@ class Reply:
         return {"status_code": self.status_code, "data": self.data, "position": self.position}
 
     @classmethod
-    def refused(cls, error: DomainError) -> Reply:
-        return cls(error.status_code, error={"code": error.code, "message": error.message})
+    def refused(cls, code: ErrorCode | str, message: str, **more: Any) -> Reply:
+        code = ErrorCode(code)
+        return cls(code.status, error={"code": str(code), "message": message, **more})
+
+
+def _one_resource(changes: list[Change]) -> dict[str, Any]:
+    return changes[0].with_customer
 
 
 @dataclass
 class Outcome:
-    """What a handler decided: the reply's data and the aggregates to save."""
+    """What a handler decided: the aggregates it changed, and its reply's data as a
+    function of their changes (each resource is rendered once, by the unit of work)."""
 
-    data: dict[str, Any]
-    changed: list[Aggregate] = field(default_factory=list)
+    changed: list[Aggregate]
+    data: Callable[[list[Change]], dict[str, Any]] = _one_resource
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A command as it arrived: with its `message_id` (the idempotency key) and a
+    digest of the bytes it came in (what makes a key's reuse on another command
+    known)."""
+
+    command: Command
+    message_id: str | None = None
+    digest: str | None = None
+
+    def command_digest(self) -> str:
+        if self.digest is None:
+            return receipts.command_digest(self.command.model_dump_json().encode())
+        return self.digest
 
 
 C = TypeVar("C")
-Handler = Callable[[Any, OutdialApplication], Outcome]
+Handler = Callable[[Any, UnitOfWork], Outcome]
 HANDLERS: dict[type, Handler] = {}
 
 
-def handles(command_type: type[C]) -> Callable[[Callable[[C, OutdialApplication], Outcome]], Any]:
-    def register(handler: Callable[[C, OutdialApplication], Outcome]) -> Any:
+def handles(command_type: type[C]) -> Callable[[Callable[[C, UnitOfWork], Outcome]], Any]:
+    def register(handler: Callable[[C, UnitOfWork], Outcome]) -> Any:
         HANDLERS[command_type] = handler
         return handler
 
     return register
 
 
-def _outdial(o: Outdial) -> dict[str, Any]:
-    return shapes.outdial(o, with_customer=True)
-
-
-def _target(t: OutdialTarget) -> dict[str, Any]:
-    return shapes.target(t, with_customer=True)
-
-
 @handles(CreateOutdial)
-def create_outdial(cmd: CreateOutdial, app: OutdialApplication) -> Outcome:
-    if cmd.id is not None and app.exists(cmd.id):
+def create_outdial(cmd: CreateOutdial, uow: UnitOfWork) -> Outcome:
+    if cmd.id is not None and uow.exists(cmd.id):
         raise Conflict("outdial_exists", f"outdial {cmd.id} already exists")
     outdial = Outdial(
         id=cmd.id,
@@ -116,35 +136,35 @@ def create_outdial(cmd: CreateOutdial, app: OutdialApplication) -> Outcome:
         detail=cmd.detail,
         data=cmd.data,
     )
-    return Outcome(_outdial(outdial), [outdial])
+    return Outcome([outdial])
 
 
 @handles(UpdateOutdial)
-def update_outdial(cmd: UpdateOutdial, app: OutdialApplication) -> Outcome:
-    outdial = app.outdial_of(cmd.customer_id, cmd.outdial_id)
+def update_outdial(cmd: UpdateOutdial, uow: UnitOfWork) -> Outcome:
+    outdial = uow.outdial_of(cmd.customer_id, cmd.outdial_id)
     outdial.update(name=cmd.name, detail=cmd.detail)
-    return Outcome(_outdial(outdial), [outdial])
+    return Outcome([outdial])
 
 
 @handles(UpdateOutdialCampaign)
-def update_outdial_campaign(cmd: UpdateOutdialCampaign, app: OutdialApplication) -> Outcome:
-    outdial = app.outdial_of(cmd.customer_id, cmd.outdial_id)
+def update_outdial_campaign(cmd: UpdateOutdialCampaign, uow: UnitOfWork) -> Outcome:
+    outdial = uow.outdial_of(cmd.customer_id, cmd.outdial_id)
     outdial.update_campaign(cmd.campaign_id)
-    return Outcome(_outdial(outdial), [outdial])
+    return Outcome([outdial])
 
 
 @handles(UpdateOutdialData)
-def update_outdial_data(cmd: UpdateOutdialData, app: OutdialApplication) -> Outcome:
-    outdial = app.outdial_of(cmd.customer_id, cmd.outdial_id)
+def update_outdial_data(cmd: UpdateOutdialData, uow: UnitOfWork) -> Outcome:
+    outdial = uow.outdial_of(cmd.customer_id, cmd.outdial_id)
     outdial.update_data(cmd.data)
-    return Outcome(_outdial(outdial), [outdial])
+    return Outcome([outdial])
 
 
 @handles(DeleteOutdial)
-def delete_outdial(cmd: DeleteOutdial, app: OutdialApplication) -> Outcome:
-    outdial = app.outdial_of(cmd.customer_id, cmd.outdial_id)
+def delete_outdial(cmd: DeleteOutdial, uow: UnitOfWork) -> Outcome:
+    outdial = uow.outdial_of(cmd.customer_id, cmd.outdial_id)
     outdial.delete()
-    return Outcome(_outdial(outdial), [outdial])
+    return Outcome([outdial])
 
 
 def _new_target(cmd: AddTarget | AddTargets, fields: TargetFields) -> OutdialTarget:
@@ -159,88 +179,80 @@ def _new_target(cmd: AddTarget | AddTargets, fields: TargetFields) -> OutdialTar
     )
 
 
-def _refuse_taken_ids(app: OutdialApplication, fields: list[TargetFields]) -> None:
+def _refuse_taken_ids(uow: UnitOfWork, fields: list[TargetFields]) -> None:
     for f in fields:
-        if f.id is not None and app.exists(f.id):
+        if f.id is not None and uow.exists(f.id):
             raise Conflict("target_exists", f"target {f.id} already exists")
 
 
 @handles(AddTarget)
-def add_target(cmd: AddTarget, app: OutdialApplication) -> Outcome:
-    app.outdial_of(cmd.customer_id, cmd.outdial_id)
-    _refuse_taken_ids(app, [cmd])
+def add_target(cmd: AddTarget, uow: UnitOfWork) -> Outcome:
+    uow.outdial_of(cmd.customer_id, cmd.outdial_id)
+    _refuse_taken_ids(uow, [cmd])
     target = _new_target(cmd, cmd)
-    return Outcome(_target(target), [target])
+    return Outcome([target])
 
 
 @handles(AddTargets)
-def add_targets(cmd: AddTargets, app: OutdialApplication) -> Outcome:
-    app.outdial_of(cmd.customer_id, cmd.outdial_id)
-    _refuse_taken_ids(app, cmd.targets)
+def add_targets(cmd: AddTargets, uow: UnitOfWork) -> Outcome:
+    uow.outdial_of(cmd.customer_id, cmd.outdial_id)
+    _refuse_taken_ids(uow, cmd.targets)
     targets = [_new_target(cmd, fields) for fields in cmd.targets]
-    return Outcome({"result": [_target(t) for t in targets]}, list(targets))
+    return Outcome(list(targets), lambda changes: {"result": [c.with_customer for c in changes]})
 
 
 @handles(DeleteTarget)
-def delete_target(cmd: DeleteTarget, app: OutdialApplication) -> Outcome:
-    target = app.target_of(cmd.customer_id, cmd.outdial_id, cmd.target_id)
+def delete_target(cmd: DeleteTarget, uow: UnitOfWork) -> Outcome:
+    target = uow.target_of(cmd.customer_id, cmd.outdial_id, cmd.target_id)
     target.delete()
-    return Outcome(_target(target), [target])
+    return Outcome([target])
 
 
 @handles(MarkTargetProgressing)
-def mark_target_progressing(cmd: MarkTargetProgressing, app: OutdialApplication) -> Outcome:
-    target = app.target_of(cmd.customer_id, cmd.outdial_id, cmd.target_id)
+def mark_target_progressing(cmd: MarkTargetProgressing, uow: UnitOfWork) -> Outcome:
+    target = uow.target_of(cmd.customer_id, cmd.outdial_id, cmd.target_id)
     target.start_try(cmd.destination_index)
-    return Outcome(_target(target), [target])
+    return Outcome([target])
 
 
 @handles(UpdateTargetStatus)
-def update_target_status(cmd: UpdateTargetStatus, app: OutdialApplication) -> Outcome:
-    target = app.target_of(cmd.customer_id, cmd.outdial_id, cmd.target_id)
+def update_target_status(cmd: UpdateTargetStatus, uow: UnitOfWork) -> Outcome:
+    target = uow.target_of(cmd.customer_id, cmd.outdial_id, cmd.target_id)
     target.update_status(cmd.status)
-    return Outcome(_target(target), [target])
-
-
-# Candidates asked of the read model at a time. It may lag the store by a few
-# events, so some candidates may turn out taken; the aggregate has the last word.
-CLAIM_CANDIDATES = 50
+    return Outcome([target])
 
 
 @handles(ClaimNextTarget)
-def claim_next_target(cmd: ClaimNextTarget, app: OutdialApplication) -> Outcome:
+def claim_next_target(cmd: ClaimNextTarget, uow: UnitOfWork) -> Outcome:
     """The least recently updated available target, progressing on its next
-    destination. The read model proposes candidates, page after page; each is
-    checked against its aggregate, and two claimers of one target collide on its
-    version at save, so no target is ever handed out twice (the loser is run
-    again by `handle`)."""
-    app.outdial_of(cmd.customer_id, cmd.outdial_id)
+    destination. The read model proposes candidates (written in the same
+    transactions as the events, so a target released by an answered command is
+    among them); each is checked against its aggregate, and two claimers of one
+    target collide on its version at commit, so no target is ever handed out
+    twice (the loser is run again by `handle`)."""
+    uow.outdial_of(cmd.customer_id, cmd.outdial_id)
     most = cmd.max_try_counts
     cutoff = None
     if cmd.try_interval_ms:
         cutoff = datetime.now(UTC) - timedelta(milliseconds=cmd.try_interval_ms)
-    offset = 0
-    while candidates := app.available_targets(
-        cmd.outdial_id, most, cutoff, CLAIM_CANDIDATES, offset
-    ):
-        for target_id in candidates:
-            target = app.get(target_id)
-            if (
-                isinstance(target, OutdialTarget)
-                and target.belongs_to(cmd.customer_id, cmd.outdial_id)
-                and target.is_available(most)
-                and not _tried_since(target, cutoff)
-            ):
-                index = target.next_destination(most)
-                assert index is not None
-                target.start_try(index)
-                data = {
-                    "target": _target(target),
+    for target in uow.available_targets(cmd.outdial_id, most, cutoff):
+        if (
+            target.belongs_to(cmd.customer_id, cmd.outdial_id)
+            and target.is_available(most)
+            and not _tried_since(target, cutoff)
+        ):
+            index = target.next_destination(most)
+            assert index is not None
+            target.start_try(index)
+
+            def claimed(changes: list[Change], index: int = index) -> dict[str, Any]:
+                return {
+                    "target": changes[0].with_customer,
                     "destination_index": index,
-                    "destination": shapes.address(target.destinations[index]),
+                    "destination": changes[0].shape[f"destination_{index}"],
                 }
-                return Outcome(data, [target])
-        offset += len(candidates)
+
+            return Outcome([target], claimed)
     raise NoAvailableTarget(f"no target of outdial {cmd.outdial_id} is available")
 
 
@@ -251,66 +263,92 @@ def _tried_since(target: OutdialTarget, cutoff: datetime | None) -> bool:
 
 @dataclass
 class Decision:
-    """A command decided but not stored: its reply, and the events to store for it
-    (its receipt's last, so that the receipt's position is the command's)."""
+    """A command decided: its reply, and (unless answered from a receipt) what it
+    recorded in the unit of work, whose position the reply names once committed."""
 
     reply: Reply
-    events: list[Any]
-    done: bool = False  # answered from a receipt: nothing to store
+    recorded: Recorded | None = None
 
-    def stored_at(self, position: int | None) -> Reply:
-        if self.reply.error is not None or position is None:
+    def stored(self) -> Reply:
+        if self.recorded is None or self.reply.error is not None:
             return self.reply
-        return Reply(200, data=self.reply.data, position=position)
+        return Reply(200, data=self.reply.data, position=self.recorded.position)
 
 
-def decide(cmd: Command, message_id: str | None, app: OutdialApplication) -> Decision:
-    """Run a command's handler and make its receipt; store nothing."""
-    if message_id:
-        receipt = app.receipt_of(cmd.customer_id, message_id)
+def decide(incoming: Incoming, uow: UnitOfWork) -> Decision:
+    """Run a command's handler and record it, with its receipt, in `uow`."""
+    cmd, message_id = incoming.command, incoming.message_id
+    key = receipts.receipt_key(cmd.customer_id, message_id) if message_id else None
+    digest = incoming.command_digest() if key else None
+    if key is not None:
+        receipt = uow.receipt(key)
         if receipt is not None:
-            return Decision(_replay(receipt, app), [], done=True)
+            if receipt.command is not None and receipt.command != digest:
+                return Decision(
+                    Reply.refused(
+                        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                        f"message_id {message_id!r} was used before for another command",
+                    )
+                )
+            return Decision(answer_again(receipt, uow))
     try:
-        outcome = HANDLERS[type(cmd)](cmd, app)
-        reply = Reply(200, data=outcome.data)
-        changed = outcome.changed
+        outcome = HANDLERS[type(cmd)](cmd, uow)
+        changes = uow.record(outcome.changed)
+        reply = Reply(200, data=outcome.data(changes))
     except DomainError as refusal:
-        reply = Reply.refused(refusal)
-        changed = []
-    if message_id:
-        changed.append(
-            CommandReceipt(
-                customer_id=cmd.customer_id,
-                message_id=message_id,
-                command_type=cmd.type,
-                status_code=reply.status_code,
-                data=reply.data,
-                error=reply.error,
-            )
-        )
-    app.note_changed(changed)
-    events = [event for aggregate in changed for event in aggregate.collect_events()]
-    return Decision(reply, events)
+        uow.check_nothing_uncollected()
+        uow.record([])
+        reply = Reply.refused(refusal.code, refusal.message)
+    if key is not None:
+        uow.add_receipt(_receipt(key, digest, cmd, reply))
+    return Decision(reply, uow.last_recorded())
 
 
-def handle(cmd: Command, message_id: str | None, app: OutdialApplication) -> Reply:
+def _receipt(key: str, digest: str | None, cmd: Command, reply: Reply) -> Receipt:
+    kept = reply.data if reply.error is None else reply.error
+    body = orjson.dumps(kept).decode()
+    if len(body) > receipts.MAX_KEPT_REPLY and isinstance(cmd, AddTargets) and reply.data:
+        # Too big to keep: the targets as created can be rendered again from their
+        # first events, which never change.
+        ids = [target["id"] for target in reply.data["result"]]
+        return Receipt(key, digest, reply.status_code, None, None, ids)
+    return Receipt(key, digest, reply.status_code, None, body)
+
+
+def answer_again(receipt: Receipt, uow: UnitOfWork) -> Reply:
+    """The first reply of a command, from its receipt."""
+    if receipt.status_code != 200:
+        return Reply(receipt.status_code, error=receipt.reply_part())
+    if receipt.created_ids is not None:
+        created: list[Any] = [
+            uow.app.repository.get(UUID(i), version=1) for i in receipt.created_ids
+        ]
+        data = {"result": [shapes.target(t, with_customer=True) for t in created]}
+    else:
+        data = receipt.reply_part()
+    return Reply(200, data=data, position=receipt.position)
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+def handle(incoming: Incoming, new_uow: UnitOfWorkFactory) -> Reply:
     """Apply one command exactly once and return its reply (see the module's doc)."""
     for _ in range(MAX_SAVE_ATTEMPTS):
-        decision = decide(cmd, message_id, app)
-        if decision.done or not decision.events:
-            return decision.reply
+        uow = new_uow()
+        decision = decide(incoming, uow)
         try:
-            recordings = app.save(*decision.events)
+            uow.commit()
         except IntegrityError:
             # Another writer got there first: an aggregate moved on, or the same
-            # message is being handled elsewhere. Start over from what is stored.
+            # message was handled elsewhere. Start over from what is stored.
             continue
-        return decision.stored_at(recordings[-1].notification.id)
-    raise RuntimeError(f"{cmd.type} lost {MAX_SAVE_ATTEMPTS} races in a row; giving up")
+        return decision.stored()
+    raise RuntimeError(f"{incoming.command.type} lost {MAX_SAVE_ATTEMPTS} races in a row")
 
 
 def handle_group(
-    commands: Sequence[tuple[Command, str | None]], app: OutdialApplication
+    incomings: Sequence[Incoming], new_uow: UnitOfWorkFactory
 ) -> list[Reply | BaseException]:
     """Group commit: commands that arrived together, stored in one transaction.
 
@@ -320,37 +358,25 @@ def handle_group(
     handler), nothing of the group was stored, and each command is run again
     on its own, so one failure is that command's alone.
     """
-    keys = [(cmd.customer_id, message_id) for cmd, message_id in commands if message_id]
+    keys = [
+        receipts.receipt_key(i.command.customer_id, i.message_id) for i in incomings if i.message_id
+    ]
     # One message twice in a group (a re-send): the second's reply must repeat
-    # the first's position, known only once stored, so such a group goes one by one.
-    if len(commands) > 1 and len(keys) == len(set(keys)):
+    # the first's, known only once stored, so such a group goes one by one.
+    if len(incomings) > 1 and len(keys) == len(set(keys)):
         try:
-            with app.batch():
-                app.look_ahead([CommandReceipt.create_id(*key) for key in keys])
-                decisions = [decide(cmd, message_id, app) for cmd, message_id in commands]
-            events = [event for decision in decisions for event in decision.events]
-            recordings = app.save(*events) if events else []
+            uow = new_uow()
+            uow.look_ahead(keys)
+            decisions = [decide(incoming, uow) for incoming in incomings]
+            uow.commit()
         except Exception:  # a race, a bug, the store: each command on its own, below
             log.debug("group commit failed; one by one", exc_info=True)
         else:
-            positions = iter(recording.notification.id for recording in recordings)
-            replies: list[Reply | BaseException] = []
-            for decision in decisions:
-                position = None
-                for _ in decision.events:
-                    position = next(positions)
-                replies.append(decision.stored_at(position))
-            return replies
+            return [decision.stored() for decision in decisions]
     results: list[Reply | BaseException] = []
-    for cmd, message_id in commands:
+    for incoming in incomings:
         try:
-            results.append(handle(cmd, message_id, app))
+            results.append(handle(incoming, new_uow))
         except Exception as e:
             results.append(e)
     return results
-
-
-def _replay(receipt: CommandReceipt, app: OutdialApplication) -> Reply:
-    if receipt.error is not None:
-        return Reply(receipt.status_code, error=receipt.error)
-    return Reply(receipt.status_code, data=receipt.data, position=app.position_of(receipt))

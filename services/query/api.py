@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.query.positions import PositionBoard
-from services.query.read_model import Page, ReadModelMixin
+from services.query.queries import Page, Queries
 from shared import tokens
 from shared.bus import JSON
 from shared.client import OutdialClient
@@ -68,7 +68,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Services:
     """What the API needs, wired by bootstrap."""
 
-    read_model: ReadModelMixin
+    queries: Queries
     bus: OutdialClient
     positions: PositionBoard
     secret: str
@@ -162,7 +162,7 @@ async def read(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
     SQLite file answers an indexed read in well under a millisecond, less than a
     hop to a thread costs, and threads would fight over the GIL), else in a thread."""
     services = request.app[SERVICES]
-    if services.read_model.local:
+    if services.queries.local:
         return fn(*args)
     return await asyncio.get_running_loop().run_in_executor(services.executor, fn, *args)
 
@@ -285,7 +285,7 @@ async def send_command(request: web.Request, command: dict[str, Any]) -> web.Res
 async def list_outdials(request: web.Request) -> web.Response:
     after, size = paging(request)
     await reached_min_position(request)
-    rm = request.app[SERVICES].read_model
+    rm = request.app[SERVICES].queries
     page = await read(request, rm.outdials_page, request[CUSTOMER], after, size)
     return json_response(list_body(page))
 
@@ -293,7 +293,7 @@ async def list_outdials(request: web.Request) -> web.Response:
 async def get_outdial(request: web.Request) -> web.Response:
     outdial_id = path_id(request, "id")
     await reached_min_position(request)
-    rm = request.app[SERVICES].read_model
+    rm = request.app[SERVICES].queries
     found = await read(request, rm.outdial, request[CUSTOMER], outdial_id)
     if found is None:
         raise ApiError(404, "outdial_not_found", f"outdial {outdial_id} not found")
@@ -304,7 +304,7 @@ async def list_targets(request: web.Request) -> web.Response:
     outdial_id = path_id(request, "id")
     after, size = paging(request)
     await reached_min_position(request)
-    rm = request.app[SERVICES].read_model
+    rm = request.app[SERVICES].queries
     found = await read(request, rm.outdial, request[CUSTOMER], outdial_id)
     if found is None:
         raise ApiError(404, "outdial_not_found", f"outdial {outdial_id} not found")
@@ -319,7 +319,7 @@ async def get_target(request: web.Request) -> web.Response:
     outdial_id = path_id(request, "id")
     target_id = path_id(request, "target_id")
     await reached_min_position(request)
-    rm = request.app[SERVICES].read_model
+    rm = request.app[SERVICES].queries
     body = await read(request, rm.target, request[CUSTOMER], outdial_id, target_id)
     if body is None:
         raise ApiError(404, "target_not_found", f"target {target_id} not found")
@@ -391,7 +391,7 @@ async def available_targets(request: web.Request) -> web.Response:
     most = [query_int(request, f"max_try_count_{i}", 0, 0, 2**31 - 1) for i in range(5)]
     limit = query_int(request, "limit", MAX_PAGE_SIZE, 1, MAX_AVAILABLE)
     await reached_min_position(request)
-    rm = request.app[SERVICES].read_model
+    rm = request.app[SERVICES].queries
     found = await read(request, rm.outdial, request[CUSTOMER], outdial_id)
     if found is None:
         raise ApiError(404, "outdial_not_found", f"outdial {outdial_id} not found")
@@ -415,7 +415,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # In a thread: the positions are read from the store when scraped.
+    body = await asyncio.to_thread(generate_latest)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def openapi(request: web.Request) -> web.Response:

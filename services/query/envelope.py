@@ -28,15 +28,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from aio_pika.abc import (
-    AbstractIncomingMessage,
-)
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from services.query.positions import PositionBoard
-from services.query.read_model import Page, ReadModelMixin
+from services.query.queries import Page, Queries
 from shared.bus import JSON
 from shared.client import OutdialClient
-from shared.queue_consumer import QueueConsumer
+from shared.queue_consumer import QueueConsumer, Replies
 
 log = logging.getLogger("outdial.envelope")
 
@@ -46,9 +43,6 @@ DOMAIN = "outdial-manager"
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 100
 MAX_AVAILABLE = 1000
-# Before answering, wait this long at most for the read model to show every
-# command stored so far: a caller's read then sees its own earlier writes.
-CATCH_UP_SECONDS = 5.0
 
 _ID = r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 
@@ -145,19 +139,16 @@ class EnvelopeListener(QueueConsumer):
 
     def __init__(
         self,
-        amqp_url: str,
-        read_model: ReadModelMixin,
+        connection: AbstractRobustConnection,
+        replies: Replies,
+        read_model: Queries,
         bus: OutdialClient,
-        board: PositionBoard,
-        head: Callable[[], int],
         *,
         prefetch: int = 32,
     ):
-        super().__init__(amqp_url, prefetch=prefetch)
+        super().__init__(connection, replies, prefetch=prefetch)
         self.read_model = read_model
         self.bus = bus
-        self.board = board
-        self.head = head
 
     async def process(self, message: AbstractIncomingMessage) -> None:
         # The platform's callers make a correlation_id per request (aio-pika makes
@@ -176,7 +167,6 @@ class EnvelopeListener(QueueConsumer):
                 match = pattern.fullmatch(request.path)
                 if match and method == request.method:
                     request.ids = match.groups()
-                    await self._catch_up()
                     data = await handler(self, request)
                     return {"status_code": 200, "data_type": JSON, "data": data}
             # As the platform's own manager: an unknown route, or a known one
@@ -206,10 +196,6 @@ class EnvelopeListener(QueueConsumer):
         parts = urlsplit(envelope["uri"])
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         return Request(str(envelope.get("method", "")), parts.path, query, data)
-
-    async def _catch_up(self) -> None:
-        head = await asyncio.to_thread(self.head)
-        await self.board.wait_for(head, CATCH_UP_SECONDS)
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)

@@ -1,10 +1,14 @@
-"""How far the read model has got, for readers that must see their own writes.
+"""The store's position as this process knows it, for `X-Outdial-Min-Position`.
 
-A request with `X-Outdial-Min-Position: N` waits on the board until the
-projection has reached N. The board is moved by whoever learns of progress
-first: the projector itself when it runs in this process, otherwise a
-follower that listens to PostgreSQL's NOTIFY or, on SQLite (which has no
-notifications), reads the tracking row only while somebody is waiting.
+The read model is written in the commands' own transactions, so it is always
+at the store's last position: a read sees every answered write. A request may
+still name a position this process has not heard of yet (a write answered by
+another process an instant ago, or a position from the future); it waits on
+the board until the store has reached it. The board is moved by whoever learns
+of progress first: the command consumer of this process after each commit,
+else a follower that listens to eventsourcing's NOTIFY on every insert
+(PostgreSQL) or, on SQLite (which has no notifications), reads the store's
+position only while somebody waits.
 """
 
 from __future__ import annotations
@@ -19,33 +23,39 @@ log = logging.getLogger("outdial.positions")
 class PositionBoard:
     def __init__(self) -> None:
         self.position = 0
-        self._changed = asyncio.Condition()
-        self.waiting = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._someone_waits = asyncio.Event()
 
-    async def advance(self, position: int) -> None:
-        if position > self.position:
-            self.position = position
-            async with self._changed:
-                self._changed.notify_all()
+    def advance(self, position: int) -> None:
+        if position <= self.position:
+            return
+        self.position = position
+        still = []
+        for wanted, future in self._waiters:
+            if wanted <= position:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((wanted, future))
+        self._waiters = still
+        if not still:
+            self._someone_waits.clear()
 
     async def wait_for(self, position: int, timeout: float) -> bool:
-        """True once the read model has reached `position`, False after `timeout`."""
+        """True once the store has reached `position`, False after `timeout`."""
         if self.position >= position:
             return True
-        self.waiting += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((position, future))
         self._someone_waits.set()
         try:
-            async with self._changed:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.position >= position), timeout
-                )
+            await asyncio.wait_for(future, timeout)
             return True
         except TimeoutError:
             return False
         finally:
-            self.waiting -= 1
-            if not self.waiting:
+            self._waiters = [(p, f) for p, f in self._waiters if f is not future]
+            if not self._waiters:
                 self._someone_waits.clear()
 
     async def someone_waits(self) -> None:
@@ -55,13 +65,13 @@ class PositionBoard:
 async def follow_by_polling(
     board: PositionBoard, read_position: Callable[[], int], *, interval: float = 0.02
 ) -> None:
-    """SQLite across processes: read the tracking row, but only while a request waits."""
+    """SQLite across processes: read the store's position, but only while a request waits."""
     while True:
         await board.someone_waits()
         try:
-            await board.advance(await asyncio.to_thread(read_position))
+            board.advance(await asyncio.to_thread(read_position))
         except Exception:
-            log.warning("could not read the projection's position", exc_info=True)
+            log.warning("could not read the store's position", exc_info=True)
         await asyncio.sleep(interval)
 
 
@@ -83,17 +93,3 @@ async def listen(conninfo: str, channel: str, on_notify: Callable[[str], Awaitab
         except Exception:
             log.warning("lost the LISTEN connection; reconnecting", exc_info=True)
             await asyncio.sleep(1)
-
-
-async def follow_by_listening(
-    board: PositionBoard, conninfo: str, channel: str, read_position: Callable[[], int]
-) -> None:
-    """PostgreSQL: the projector NOTIFYs its position at each commit."""
-
-    async def on_notify(payload: str) -> None:
-        try:
-            await board.advance(int(payload))
-        except ValueError:
-            await board.advance(await asyncio.to_thread(read_position))
-
-    await listen(conninfo, channel, on_notify)

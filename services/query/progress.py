@@ -58,7 +58,7 @@ async def progress(request: web.Request) -> web.Response:
     ]
     await reached_min_position(request)
     services = request.app[SERVICES]
-    rm = services.read_model
+    rm = services.queries
     outdials = await read(request, rm.progress, request[CUSTOMER], most, MAX_OUTDIALS)
     position = services.positions.position
     head = await asyncio.to_thread(services.head) if services.head else position

@@ -1,72 +1,215 @@
-"""`outdial replay`: rebuild the read model from the event store (CONTRACT 6).
+"""Rebuilding the read model from the event store (CONTRACT 6), while the service
+keeps writing.
 
-The rebuild projects the whole log into a second set of tables (`*_next`),
-tracked under its own name, while the live projection and the API go on with
-the live tables. When it has caught up, one transaction locks the live
-projection out, applies what arrived meanwhile, and renames the new tables
-into place: readers see the old model, then the new one, never a mix. An
-interrupted rebuild resumes from its own tracked position.
+The rows of a resource are its state after its last event, so a rebuild reads
+the log **aggregate by aggregate** (the events table's primary key order),
+folds each aggregate's events once, and writes its row into a second set of
+tables (`*_next`): no aggregate is loaded twice, none is kept once its row is
+written. It reads the events up to the position it started at; meanwhile
+commands go on writing their rows inline into the live tables. Then one
+transaction holds the writers off, brings the new tables up to the events
+stored meanwhile (the few resources they touched, loaded whole), renames the
+new tables into place and sets the read model's position: readers see the old
+model, then the new one, never a mix, and no row written during the rebuild is
+lost.
 
-`--check` projects the log into `*_check` tables up to the live position and
-compares them, row for row, with the live tables as of that same position.
+`check` builds `*_check` tables up to the live model's position, read in one
+snapshot with the live rows, and compares them row for row.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
+from uuid import UUID
 
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
 from tqdm import tqdm
 
 from services.command.application import OutdialApplication
-from services.query.projection import Projection
-from services.query.read_model import NEXT, ReadModelMixin
+from services.command.domain import Outdial, OutdialTarget
+from services.command.legacy import RECEIPT_TOPIC
+from services.query import schema
+from services.query.queries import Queries
+from services.query.schema import CHECK, NEXT, READ_MODEL
+from services.query.writes import OutdialRow, TargetRow, outdial_row, target_row, write_rows
+from services.store import (
+    Dialect,
+    head,
+    read_position,
+    read_transaction,
+    write_position,
+    write_transaction,
+)
 
-CHECK = "_check"
-PAGE_SIZE = 1000
+# Rows written per transaction while rebuilding.
+BATCH = 2000
 
 
-def _project(
-    app: OutdialApplication, projection: Projection, stop: int | None, out: TextIO
-) -> None:
-    """Catch `projection` up to `stop` (or the head), with a progress bar."""
-    start = projection.read_model.position()
-    head = stop if stop is not None else (app.recorder.max_notification_id() or 0)
-    with tqdm(
-        total=max(head - start, 0),
-        unit="event",
-        unit_scale=True,
-        desc="replay",
+def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredEvent]:
+    """Every stored event up to position `stop`, aggregate by aggregate, each
+    aggregate's in version order (the events table's primary key)."""
+    recorder: Any = app.recorder
+    dialect = app.store.dialect
+    events = dialect.table(recorder.events_table_name)
+    position = "rowid" if dialect.kind == "sqlite" else "notification_id"
+    statement = dialect.sql(
+        f"SELECT originator_id, originator_version, topic, state FROM {events} "
+        f"WHERE {position} <= ? AND topic NOT LIKE ? "
+        "ORDER BY originator_id, originator_version"
+    )
+    params = (stop, RECEIPT_TOPIC + ".%")
+    if dialect.kind == "sqlite":
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(statement, params)
+            raw = c.sqlite_cursor  # the driver's own: eventsourcing's wrapper has no fetchmany
+            while rows := raw.fetchmany(1000):
+                for r in rows:
+                    yield StoredEvent(UUID(r[0]), r[1], r[2], r[3])
+        return
+    # A server-side cursor: a million events are streamed, not loaded at once.
+    with (
+        recorder.datastore.get_connection() as conn,
+        conn.transaction(),
+        conn.cursor(name="outdial_replay", row_factory=_tuple_rows) as c,
+    ):
+        c.itersize = 1000
+        c.execute(statement, params)
+        for r in c:
+            yield StoredEvent(r[0], r[1], r[2], bytes(r[3]))
+
+
+def _tuple_rows(cursor: Any) -> Any:
+    from psycopg.rows import tuple_row
+
+    return tuple_row(cursor)
+
+
+def _row_of(aggregate: Aggregate | None) -> OutdialRow | TargetRow | None:
+    if isinstance(aggregate, OutdialTarget):
+        return target_row(aggregate)
+    if isinstance(aggregate, Outdial):
+        return outdial_row(aggregate)
+    return None
+
+
+def rows_up_to(app: OutdialApplication, stop: int, bar: tqdm[Any] | None = None) -> Iterator[Any]:
+    """The row of every resource as of position `stop`."""
+    to_event = app.mapper.to_domain_event
+    aggregate: Any = None
+    for stored in _events_by_aggregate(app, stop):
+        if aggregate is not None and aggregate.id != stored.originator_id:
+            if (row := _row_of(aggregate)) is not None:
+                yield row
+            aggregate = None
+        event: Any = to_event(stored)
+        aggregate = event.mutate(aggregate)
+        if bar is not None:
+            bar.update(1)
+    if (row := _row_of(aggregate)) is not None:
+        yield row
+
+
+def _write_batches(app: OutdialApplication, rows: Iterable[Any], suffix: str) -> None:
+    dialect = app.store.dialect
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH:
+            _write(app, dialect, batch, suffix)
+            batch = []
+    if batch:
+        _write(app, dialect, batch, suffix)
+
+
+def _write(app: OutdialApplication, dialect: Dialect, rows: list[Any], suffix: str) -> None:
+    with write_transaction(app.recorder) as c:
+        _write_rows(c, dialect, rows, suffix)
+
+
+def _write_rows(c: Any, dialect: Dialect, rows: Iterable[Any], suffix: str) -> None:
+    rows = list(rows)
+    write_rows(
+        c,
+        dialect,
+        (r for r in rows if isinstance(r, OutdialRow)),
+        (r for r in rows if isinstance(r, TargetRow)),
+        suffix,
+    )
+
+
+def _changed_since(app: OutdialApplication, start: int, stop: int) -> Iterator[Any]:
+    """The rows, as they stand now, of the resources changed after `start` up to
+    `stop` (loaded whole: the events stored while a rebuild ran are few)."""
+    seen: set[UUID] = set()
+    position = start
+    while notifications := app.recorder.select_notifications(
+        position, 1000, stop=stop, inclusive_of_start=False
+    ):
+        for n in notifications:
+            if n.originator_id not in seen and not n.topic.startswith(RECEIPT_TOPIC):
+                seen.add(n.originator_id)  # type: ignore[arg-type]
+                row = _row_of(app.repository.get(UUID(str(n.originator_id))))
+                if row is not None:
+                    yield row
+        position = notifications[-1].id
+
+
+def _progress(total: int, out: TextIO, desc: str, *, quiet: bool = False) -> tqdm[Any]:
+    return tqdm(
+        total=total,
+        disable=quiet,
+        unit=" events",
+        desc=desc,
         file=out,
         dynamic_ncols=True,
         mininterval=0.5,
-    ) as bar:
-        position = start
-        while projection.catch_up_page(stop):
-            reached = projection.read_model.position()
-            if reached > bar.total + start:
-                bar.total = reached - start  # events stored since we began
-            bar.update(reached - position)
-            position = reached
-
-
-def rebuild(app: OutdialApplication, live: ReadModelMixin, *, out: TextIO = sys.stderr) -> int:
-    """Rebuild every read model and swap it in; return the new live position."""
-    rebuilt = live.variant(NEXT)
-    rebuilt.create_views()
-    projection = Projection(app, rebuilt, page_size=PAGE_SIZE)
-    started = time.monotonic()
-    _project(app, projection, None, out)
-    position = live.swap_in(rebuilt, projection.catch_up_in)
-    print(
-        f"replay: rebuilt to position {position} in {time.monotonic() - started:.1f} s; "
-        "the rebuilt read model is live",
-        file=out,
     )
-    return position
+
+
+def _count_events(app: OutdialApplication, stop: int) -> int:
+    recorder: Any = app.recorder
+    dialect = app.store.dialect
+    position = "rowid" if dialect.kind == "sqlite" else "notification_id"
+    with read_transaction(recorder) as c:
+        c.execute(
+            dialect.sql(
+                f"SELECT COUNT(*) FROM {dialect.table(recorder.events_table_name)} "
+                f"WHERE {position} <= ?"
+            ),
+            (stop,),
+        )
+        return int(c.fetchone()[0])
+
+
+def rebuild(app: OutdialApplication, *, out: TextIO = sys.stderr, quiet: bool = False) -> int:
+    """Rebuild the read model and swap it in; return its position."""
+    dialect = app.store.dialect
+    started = time.monotonic()
+    with write_transaction(app.recorder) as c:
+        schema.drop(c, dialect, NEXT)  # what an interrupted rebuild left
+        schema.create(c, dialect, NEXT)
+    stop = head(app.recorder)
+    with _progress(_count_events(app, stop), out, "replay", quiet=quiet) as bar:
+        _write_batches(app, rows_up_to(app, stop, bar), NEXT)
+    with write_transaction(app.recorder, lock_writers=True) as c:
+        # Writers wait from here to the commit: what they stored since `stop` is
+        # brought over, and nothing more can arrive before the swap.
+        now = head(app.recorder)
+        _write_rows(c, dialect, _changed_since(app, stop, now), NEXT)
+        schema.swap_in(c, dialect, NEXT)
+        write_position(c, dialect, READ_MODEL, now)
+    if not quiet:
+        print(
+            f"replay: rebuilt the read model to position {now} in "
+            f"{time.monotonic() - started:.1f} s; it is live",
+            file=out,
+        )
+    return now
 
 
 @dataclass
@@ -80,28 +223,26 @@ class Comparison:
         return not self.differences
 
 
-def check(
-    app: OutdialApplication, live: ReadModelMixin, *, out: TextIO = sys.stderr, limit: int = 50
-) -> Comparison:
+def check(app: OutdialApplication, *, out: TextIO = sys.stderr, limit: int = 50) -> Comparison:
     """Rebuild into scratch tables and compare them with the live read model."""
-    fresh = live.variant(CHECK)
-    fresh.drop_views()
-    fresh.create_views()
-    fresh.forget_position()
-    projection = Projection(app, fresh, page_size=PAGE_SIZE)
+    dialect = app.store.dialect
+    live = Queries(app.store)
+    fresh = Queries(app.store, CHECK)
+    with write_transaction(app.recorder) as c:
+        schema.drop(c, dialect, CHECK)
+        schema.create(c, dialect, CHECK)
     try:
-        _project(app, projection, live.position(), out)
-        with live.snapshot() as c:
-            # The live rows and position as of one moment: the fresh tables are
-            # brought to exactly that position before they are compared.
-            position = live.tracked_in(c)
-            projection.catch_up(stop=position)
-            with fresh.snapshot() as f:
-                comparison = _compare(live.dump(c), fresh.dump(f), position, limit)
+        with read_transaction(app.recorder) as snapshot:
+            # The live rows and position as of one moment; the fresh tables are
+            # built to exactly that position.
+            position = read_position(snapshot, dialect, READ_MODEL) or 0
+            with _progress(_count_events(app, position), out, "replay --check") as bar:
+                _write_batches(app, rows_up_to(app, position, bar), CHECK)
+            with read_transaction(app.recorder) as f:
+                return _compare(live.dump(snapshot), fresh.dump(f), position, limit)
     finally:
-        fresh.drop_views()
-        fresh.forget_position()
-    return comparison
+        with write_transaction(app.recorder) as c:
+            schema.drop(c, dialect, CHECK)
 
 
 def _compare(
@@ -129,3 +270,10 @@ def _compare(
         b = next(fresh, None)
     del comparison.differences[limit:]
     return comparison
+
+
+def is_current(app: OutdialApplication) -> bool:
+    """Whether the read model has this version's layout and every event's rows."""
+    with read_transaction(app.recorder) as c:
+        position = read_position(c, app.store.dialect, READ_MODEL)
+    return position is not None and position >= head(app.recorder)

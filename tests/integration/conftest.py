@@ -6,23 +6,13 @@ Every test that talks to the bus starts from empty `outdial.commands` and
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import aio_pika
 import pytest
 
-from services.command.application import OutdialApplication
-from services.command.consumer import CommandConsumer
-from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
 from shared.client import OutdialClient
-from shared.config import DEFAULT_AMQP_URL
-
-# OUTDIAL_AMQP_URL may name another virtual host, so that two runs of the suite on one
-# broker (say, two checkouts) do not purge each other's queues.
-AMQP_URL = os.environ.get("OUTDIAL_AMQP_URL", DEFAULT_AMQP_URL)
+from tests.fixtures import AMQP_URL, CommandSide, command_side
 
 
 def _reachable(port: int) -> bool:
@@ -40,43 +30,11 @@ def _services_run() -> None:
         assert _reachable(port), f"{name} is not listening on 127.0.0.1:{port}; start it first"
 
 
-async def purge_command_queues() -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for name in (COMMAND_QUEUE, DEAD_LETTER_QUEUE):
-            queue = await channel.declare_queue(name, durable=True)
-            await queue.purge()
-
-
-async def dead_letters() -> list[aio_pika.abc.AbstractIncomingMessage]:
-    """Take every message out of the dead-letter queue."""
-    connection = await aio_pika.connect(AMQP_URL)
-    taken = []
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            taken.append(message)
-    return taken
-
-
-@dataclass
-class Service:
-    app: OutdialApplication
-    consumer: CommandConsumer
-
-
 @pytest.fixture
-async def service(store_url: str) -> AsyncIterator[Service]:
+async def service(store_url: str) -> AsyncIterator[CommandSide]:
     """The command side on a fresh store, consuming the real queue."""
-    await purge_command_queues()
-    app = OutdialApplication.from_url(store_url)
-    consumer = CommandConsumer(app, AMQP_URL, prefetch=32)
-    await consumer.start()
-    yield Service(app, consumer)
-    await consumer.stop()
-    app.close()
+    async with command_side(store_url) as side:
+        yield side
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import aio_pika
 import orjson
 
 from shared.bus import COMMAND_QUEUE, JSON
-from tests.integration.conftest import AMQP_URL
+from tests.fixtures import AMQP_URL
 
 OUTDIAL = str(Path(sys.executable).parent / "outdial")
 

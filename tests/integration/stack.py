@@ -14,7 +14,7 @@ import aiohttp
 from services import bootstrap
 from shared import tokens
 from shared.config import Settings
-from tests.integration.conftest import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, purge_command_queues
 from tests.integration.processes import free_port
 
 SECRET = "integration-test-secret-of-at-least-32-bytes"

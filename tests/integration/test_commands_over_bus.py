@@ -14,12 +14,12 @@ from services.command.handlers import handle
 from shared.client import OutdialClient
 from shared.commands import parse_command
 from tests.expected import BUS_OUTDIAL_KEYS, BUS_TARGET_KEYS, NEVER, TEL, TIMESTAMP
-from tests.integration.conftest import Service, dead_letters
+from tests.fixtures import CommandSide, dead_letters
 
 pytestmark = pytest.mark.integration
 
 
-def topics(service: Service) -> Counter[str]:
+def topics(service: CommandSide) -> Counter[str]:
     """How many events of each type the store holds, e.g. {'OutdialTarget.Created': 3}."""
     notifications = service.app.recorder.select_notifications(start=None, limit=10**9)
     return Counter(n.topic.rsplit(":", 1)[1] for n in notifications)
@@ -55,7 +55,7 @@ class As:
 
 
 async def test_the_tutorials_values_answer_the_tutorials_shapes(
-    service: Service, client: OutdialClient
+    service: CommandSide, client: OutdialClient
 ) -> None:
     me = As(client)
     r = await me.send("CreateOutdial", name="test outdial", detail="outdial for test use.", data="")
@@ -118,7 +118,7 @@ async def test_the_tutorials_values_answer_the_tutorials_shapes(
     assert TIMESTAMP.fullmatch(target["tm_create"])
 
 
-async def test_every_command(service: Service, client: OutdialClient) -> None:
+async def test_every_command(service: CommandSide, client: OutdialClient) -> None:
     me = As(client)
     outdial_id = await me.outdial()
     campaign = str(uuid.uuid4())
@@ -183,7 +183,7 @@ async def test_every_command(service: Service, client: OutdialClient) -> None:
     }
 
 
-async def test_a_conflict_answers_409(service: Service, client: OutdialClient) -> None:
+async def test_a_conflict_answers_409(service: CommandSide, client: OutdialClient) -> None:
     me = As(client)
     outdial_id = await me.outdial()
     target_id = await me.target(outdial_id)
@@ -195,7 +195,7 @@ async def test_a_conflict_answers_409(service: Service, client: OutdialClient) -
 
 
 async def test_the_same_message_id_twice_has_one_effect_and_equal_replies(
-    service: Service, client: OutdialClient
+    service: CommandSide, client: OutdialClient
 ) -> None:
     me = As(client)
     outdial_id = await me.outdial()
@@ -223,7 +223,7 @@ async def test_the_same_message_id_twice_has_one_effect_and_equal_replies(
 
 
 async def test_another_customers_outdial_answers_404(
-    service: Service, client: OutdialClient
+    service: CommandSide, client: OutdialClient
 ) -> None:
     owner, stranger = As(client), As(client)
     outdial_id = await owner.outdial()
@@ -247,7 +247,7 @@ async def test_another_customers_outdial_answers_404(
 
 
 async def test_an_invalid_command_answers_400_with_details(
-    service: Service, client: OutdialClient
+    service: CommandSide, client: OutdialClient
 ) -> None:
     me = As(client)
     outdial_id = await me.outdial()
@@ -269,7 +269,7 @@ async def test_an_invalid_command_answers_400_with_details(
     "body", [b"{not json", b"[]", b'{"type": "Nope", "customer_id": "x"}', b"\xff\xfe"]
 )
 async def test_an_unparseable_message_is_dead_lettered_and_serving_goes_on(
-    service: Service, client: OutdialClient, body: bytes
+    service: CommandSide, client: OutdialClient, body: bytes
 ) -> None:
     r = await client.send_raw(body, message_id="junk-1")
     assert r["status_code"] == 400
@@ -281,7 +281,7 @@ async def test_an_unparseable_message_is_dead_lettered_and_serving_goes_on(
     await As(client).outdial()
 
 
-async def test_fire_and_forget_is_applied(service: Service, client: OutdialClient) -> None:
+async def test_fire_and_forget_is_applied(service: CommandSide, client: OutdialClient) -> None:
     me = As(client)
     outdial_id = await me.outdial()
     body = orjson.dumps(
@@ -302,7 +302,7 @@ async def test_fire_and_forget_is_applied(service: Service, client: OutdialClien
 
 
 async def test_a_command_committed_but_not_acked_is_not_applied_twice(
-    service: Service, client: OutdialClient
+    service: CommandSide, client: OutdialClient
 ) -> None:
     """A consumer that died after its commit and before its ack: the broker
     redelivers the message, which must find the receipt and change nothing."""

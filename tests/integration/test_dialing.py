@@ -17,7 +17,7 @@ import pytest
 from services.command.application import OutdialApplication
 from shared.client import OutdialClient
 from tests.expected import TEL
-from tests.integration.conftest import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, purge_command_queues
 from tests.integration.processes import start, wait_for_log
 from tests.integration.stack import SECRET, running_stack
 

@@ -16,7 +16,7 @@ import pytest
 
 from services.query.envelope import REQUEST_QUEUE
 from tests.expected import NEVER, TIMESTAMP
-from tests.integration.conftest import AMQP_URL
+from tests.fixtures import AMQP_URL
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration

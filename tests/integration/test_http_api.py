@@ -14,7 +14,7 @@ import pytest
 
 from shared.client import OutdialClient
 from tests.expected import NEVER, OUTDIAL_KEYS, TARGET_KEYS, TIMESTAMP
-from tests.integration.conftest import AMQP_URL
+from tests.fixtures import AMQP_URL
 from tests.integration.stack import SECRET, Stack, running_stack
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 
 from services.importer import read_rows
 from shared.client import OutdialClient
-from tests.integration.conftest import Service
+from tests.fixtures import CommandSide
 from tests.integration.processes import OUTDIAL
 from tests.reliability.load import stored_target_names, wait_for
 
@@ -79,7 +79,7 @@ def test_rows_are_checked_like_commands(tmp_path: Path) -> None:
 
 
 async def test_a_campaign_list_is_imported_once_even_when_interrupted(
-    service: Service, client: OutdialClient, tmp_path: Path, store_url: str
+    service: CommandSide, client: OutdialClient, tmp_path: Path, store_url: str
 ) -> None:
     customer = uuid.uuid4()
     outdial = (await client.create_outdial(customer, name="from csv")).data
@@ -114,7 +114,7 @@ async def test_a_campaign_list_is_imported_once_even_when_interrupted(
     assert stored_target_names(store_url) == stored
 
 
-async def test_an_unknown_outdial_fails_clearly(service: Service, tmp_path: Path) -> None:
+async def test_an_unknown_outdial_fails_clearly(service: CommandSide, tmp_path: Path) -> None:
     path = tmp_path / "list.csv"
     write_csv(path, 3, {})
     code, err = await finished(

@@ -16,7 +16,7 @@ import pytest
 
 from services.command.application import OutdialApplication
 from tests.expected import TEL
-from tests.integration.conftest import purge_command_queues
+from tests.fixtures import purge_command_queues
 from tests.integration.processes import (
     OUTDIAL,
     ReplyRecorder,

@@ -14,7 +14,7 @@ import pytest
 from shared.addresses import Address
 from shared.client import OutdialClient
 from shared.commands import TargetFields
-from tests.integration.conftest import AMQP_URL
+from tests.fixtures import AMQP_URL
 from tests.integration.stack import SECRET, running_stack
 
 pytestmark = pytest.mark.integration

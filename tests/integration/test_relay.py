@@ -17,7 +17,7 @@ from services.command.relay import TRACKING_NAME, EventRelay
 from shared.bus import EVENT_EXCHANGE
 from shared.client import OutdialClient
 from tests.expected import BUS_OUTDIAL_KEYS, TEL
-from tests.integration.conftest import AMQP_URL
+from tests.fixtures import AMQP_URL
 from tests.integration.stack import running_stack
 
 pytestmark = pytest.mark.integration

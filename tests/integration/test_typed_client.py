@@ -16,7 +16,7 @@ from shared.addresses import Address
 from shared.client import OutdialClient
 from shared.commands import TargetFields
 from shared.resources import CustomerTarget
-from tests.integration.conftest import AMQP_URL, Service, purge_command_queues
+from tests.fixtures import AMQP_URL, CommandSide, purge_command_queues
 from tests.integration.stack import running_stack
 from tests.reliability.load import stored_target_names
 
@@ -26,7 +26,7 @@ TEL = Address(type="tel", target="+15559876543")
 SIP = Address(type="sip", target="alice@example.com")
 
 
-async def test_every_command_through_its_method(service: Service, client: OutdialClient) -> None:
+async def test_every_command_through_its_method(service: CommandSide, client: OutdialClient) -> None:
     customer = uuid.uuid4()
     created = await client.create_outdial(customer, name="spring", detail="d", data="x")
     outdial = created.data

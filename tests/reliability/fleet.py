@@ -31,7 +31,7 @@ from services.query.read_model import (
 )
 from shared.bus import EVENT_EXCHANGE
 from tests.expected import TEL
-from tests.integration.conftest import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, purge_command_queues
 from tests.integration.processes import OUTDIAL, ReplyRecorder, start, wait_for_log
 
 SECRET = "reliability-test-secret-of-at-least-32-bytes"

@@ -22,7 +22,7 @@ import aio_pika
 import orjson
 
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, JSON
-from tests.integration.conftest import AMQP_URL
+from tests.fixtures import AMQP_URL
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ import pytest
 
 from shared import tokens
 from shared.client import OutdialClient
-from tests.integration.conftest import AMQP_URL, dead_letters, purge_command_queues
+from tests.fixtures import AMQP_URL, dead_letters, purge_command_queues
 from tests.integration.processes import free_port, logged, start, wait_for_log
 from tests.reliability.load import (
     ConfirmedLoad,

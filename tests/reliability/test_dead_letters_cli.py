@@ -22,7 +22,7 @@ import pytest
 
 from services.command.consumer import CommandConsumer
 from shared.bus import DEAD_LETTER_QUEUE, JSON
-from tests.integration.conftest import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, purge_command_queues
 from tests.integration.processes import OUTDIAL
 from tests.reliability.rpc import Outgoing, Replies, queue_depth, take_dead_letters
 from tests.reliability.test_handler_failures import FaultyApplication

@@ -27,7 +27,7 @@ from services.command.application import OutdialApplication
 from services.command.consumer import CommandConsumer
 from shared.bus import COMMAND_QUEUE
 from shared.commands import Command
-from tests.integration.conftest import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, purge_command_queues
 from tests.reliability.rpc import Outgoing, Replies, queue_depth, take_dead_letters
 
 pytestmark = pytest.mark.integration

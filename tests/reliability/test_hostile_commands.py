@@ -47,7 +47,7 @@ from shared.commands import (
     Command,
     TargetFields,
 )
-from tests.integration.conftest import AMQP_URL, Service, purge_command_queues
+from tests.fixtures import AMQP_URL, CommandSide, purge_command_queues
 from tests.integration.processes import OUTDIAL
 from tests.reliability.rpc import (
     BackgroundLoop,
@@ -738,7 +738,7 @@ async def send(client: Replies, command: dict[str, Any], message_id: str = "") -
     return await client.send(command, cid, message_id=message_id or cid)
 
 
-async def test_another_customers_resources_answer_404_and_show_nothing(service: Service) -> None:
+async def test_another_customers_resources_answer_404_and_show_nothing(service: CommandSide) -> None:
     """Every command that names an outdial or a target, sent by a stranger about the
     owner's: 404, not a byte of the owner's, nothing changed. Also with the owner's
     outdial and the stranger's own target, and the stranger's outdial and the
@@ -823,7 +823,7 @@ FORGED_REPLY_TO = "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAxMzU4NzI1OQAAC5gAAAAAZzF
 
 
 async def test_a_forged_reply_to_or_huge_headers_do_not_stop_the_consumer(
-    service: Service,
+    service: CommandSide,
 ) -> None:
     """Two messages that once kept the consumer from ever finishing: a reply_to that
     breaks the connection the reply goes out on (the consumer's own, then: its

@@ -24,7 +24,7 @@ from services import bootstrap
 from services.query.api import MAX_AVAILABLE, MAX_BODY, MAX_PAGE_SIZE
 from shared.client import OutdialClient
 from tests.expected import TEL
-from tests.integration.conftest import AMQP_URL
+from tests.fixtures import AMQP_URL
 from tests.integration.stack import Stack, running_stack
 from tests.reliability.test_http_auth import BODIES, ROUTES, fill
 

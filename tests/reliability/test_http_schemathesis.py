@@ -45,7 +45,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.integration.conftest import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, purge_command_queues
 from tests.integration.processes import OUTDIAL, free_port
 
 pytestmark = pytest.mark.integration

@@ -36,7 +36,7 @@ from services.command.application import OutdialApplication
 from services.command.consumer import CommandConsumer
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
 from shared.store import connect_postgres, parse_store_url
-from tests.integration.conftest import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, purge_command_queues
 from tests.reliability.rpc import Outgoing, Replies, queue_depth
 
 pytestmark = pytest.mark.integration

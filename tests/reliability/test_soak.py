@@ -18,7 +18,7 @@ import pytest
 
 from shared import tokens
 from shared.client import OutdialClient
-from tests.integration.conftest import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, purge_command_queues
 from tests.integration.processes import free_port, logged, start, wait_for_log
 from tests.reliability.test_broker_restart import SECRET
 

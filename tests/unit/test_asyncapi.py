@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from services import docs
-from services.command.relay import ROUTING_KEYS
+from services.command.outbox import ROUTING_KEYS
 from shared import asyncapi, shapes
 from shared.bus import EVENT_TYPES
 from shared.commands import COMMAND_TYPES

@@ -62,7 +62,7 @@ def registered_routes() -> dict[tuple[str, str], str]:
     """(method, path) -> handler name of every route of the app (HEAD aside)."""
     # Routes never run here: stand-ins are enough to build the app.
     none = cast(Any, None)
-    services = Services(read_model=none, bus=none, positions=none, secret="unused")
+    services = Services(queries=none, bus=none, positions=none, secret="unused")
     try:
         app = make_app(services)
         return {

@@ -1,0 +1,137 @@
+"""The outbox: the integration events of each stored event, rendered once, when the
+event is stored, in the same transaction (CONTRACT 4).
+
+Each row is one message to publish: its exchange, routing key, `message_id`
+(derived from the event's aggregate and version, so equal on every
+publication) and body. Rows are keyed by the event's position and a sequence
+number within it, and are written under the lock that orders the events, so
+their key order is the log's order. The relay publishes them in that order and
+deletes what the broker has confirmed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import orjson
+
+from services.store import Dialect
+from shared.bus import EVENT_EXCHANGE, JSON
+
+OUTBOX = "outdial_outbox"
+PUBLISHER = "outdial-manager"
+EVENT_IDS = uuid5(NAMESPACE_URL, "urn:outdial:event")
+
+# The event class's name on each aggregate, to the routing key of CONTRACT 4.
+ROUTING_KEYS = {
+    "Outdial.Created": "outdial_created",
+    "Outdial.Updated": "outdial_updated",
+    "Outdial.CampaignUpdated": "outdial_updated",
+    "Outdial.DataUpdated": "outdial_updated",
+    "Outdial.Deleted": "outdial_deleted",
+    "OutdialTarget.Created": "outdialtarget_created",
+    "OutdialTarget.TryStarted": "outdialtarget_updated",
+    "OutdialTarget.StatusUpdated": "outdialtarget_updated",
+    "OutdialTarget.Deleted": "outdialtarget_deleted",
+}
+
+
+class OutboxMessage(NamedTuple):
+    exchange: str
+    routing_key: str
+    message_id: str
+    body: bytes
+    # CONTRACT 4's bodies end with the event's position, known once it is stored.
+    with_position: bool = False
+
+    def stored_body(self, position: int) -> bytes:
+        if not self.with_position:
+            return self.body
+        return self.body[:-1] + b',"position":%d}' % position
+
+
+class OutboxRow(NamedTuple):
+    position: int
+    seq: int
+    exchange: str
+    routing_key: str
+    message_id: str
+    body: bytes
+
+
+def event_message_id(originator_id: UUID | str, version: int) -> str:
+    """The same on every publication of one event, in every process."""
+    return str(uuid5(EVENT_IDS, f"{originator_id}/{version}"))
+
+
+def event_name(event: Any) -> str:
+    return type(event).__qualname__
+
+
+def messages_for(event: Any, resource_with_customer: dict[str, Any]) -> list[OutboxMessage]:
+    """What one stored event publishes: `resource_with_customer` is the resource as it
+    stands after the event, in the bus's shape (CONTRACT 1 plus `customer_id`)."""
+    key = ROUTING_KEYS[event_name(event)]
+    body = orjson.dumps(
+        {"type": key, "publisher": PUBLISHER, "data_type": JSON, "data": resource_with_customer}
+    )
+    message_id = event_message_id(event.originator_id, event.originator_version)
+    return [OutboxMessage(EVENT_EXCHANGE, key, message_id, body, with_position=True)]
+
+
+def create_table(cursor: Any, dialect: Dialect) -> None:
+    blob = "BLOB" if dialect.kind == "sqlite" else "BYTEA"
+    cursor.execute(
+        f"CREATE TABLE IF NOT EXISTS {dialect.table(OUTBOX)} ("
+        "position BIGINT NOT NULL, seq INTEGER NOT NULL, exchange TEXT NOT NULL, "
+        f"routing_key TEXT NOT NULL, message_id TEXT NOT NULL, body {blob} NOT NULL, "
+        "PRIMARY KEY (position, seq))"
+    )
+
+
+def insert(
+    cursor: Any, dialect: Dialect, messages: Iterable[tuple[int, Sequence[OutboxMessage]]]
+) -> None:
+    """Insert the messages of each (position, messages of the event at that position)."""
+    rows = [
+        (position, seq, m.exchange, m.routing_key, m.message_id, m.stored_body(position))
+        for position, of_event in messages
+        for seq, m in enumerate(of_event)
+    ]
+    if rows:
+        cursor.executemany(
+            dialect.sql(
+                f"INSERT INTO {dialect.table(OUTBOX)} "
+                "(position, seq, exchange, routing_key, message_id, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)"
+            ),
+            rows,
+        )
+
+
+def page(cursor: Any, dialect: Dialect, after: int, limit: int) -> list[OutboxRow]:
+    """The next rows after `after`, in order, whole events only (never some of the
+    messages of one event, so a position once published is published whole)."""
+    cursor.execute(
+        dialect.sql(
+            "SELECT position, seq, exchange, routing_key, message_id, body "
+            f"FROM {dialect.table(OUTBOX)} WHERE position > ? ORDER BY position, seq LIMIT ?"
+        ),
+        (after, limit),
+    )
+    rows = [
+        OutboxRow(int(r[0]), int(r[1]), r[2], r[3], r[4], bytes(r[5])) for r in cursor.fetchall()
+    ]
+    if len(rows) == limit and rows[0].position != rows[-1].position:
+        last = rows[-1].position
+        rows = [r for r in rows if r.position != last]
+    return rows
+
+
+def delete_through(cursor: Any, dialect: Dialect, position: int) -> None:
+    """Forget the rows of events up to `position`: published and confirmed."""
+    cursor.execute(
+        dialect.sql(f"DELETE FROM {dialect.table(OUTBOX)} WHERE position <= ?"), (position,)
+    )

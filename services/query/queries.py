@@ -1,0 +1,276 @@
+"""The read model's queries: everything the doors (HTTP, the platform's envelope)
+and the claims read, in one place.
+
+Reads go through a connection of the reading thread's own, in autocommit: one
+statement is one consistent read, without the pool's locks, BEGIN and ROLLBACK
+(and, on PostgreSQL, the pre-ping before each checkout) that a read through
+eventsourcing's datastore pays. Reads that must agree with each other use
+`snapshot`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, table
+from services.store import Dialect, Store, postgres_conninfo, read_position
+from shared import shapes
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[tuple[str, str, str]]  # tm_create, id, body
+    more: bool  # a row beyond the page exists
+    next_tm_create: str | None  # tm_create of the first row beyond the page
+
+
+# A cursor of a page: after (tm_create, id); an id of None means after every row
+# of that tm_create.
+Cursor = tuple[str, str | None]
+
+
+class Queries:
+    def __init__(self, store: Store, suffix: str = LIVE):
+        self.store = store
+        self.dialect: Dialect = store.dialect
+        self.suffix = suffix
+        # A local file answers an indexed read in well under a millisecond, less
+        # than a hop to a thread costs: such reads may run on the event loop.
+        self.local = store.kind == "sqlite"
+        self._readers = threading.local()
+        self._outdials = table(self.dialect, OUTDIALS, suffix)
+        self._targets = table(self.dialect, TARGETS, suffix)
+
+    # ---- connections -------------------------------------------------------
+    def _connect(self) -> Any:
+        if self.store.kind == "sqlite":
+            connection = sqlite3.connect(
+                self.store.path, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA query_only = ON")
+            return connection
+        import psycopg
+
+        return psycopg.connect(postgres_conninfo(self.store), autocommit=True)
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        """A cursor of this thread's connection (made on first use, and again once
+        broken: a PostgreSQL restart costs the read that finds out)."""
+        connection = getattr(self._readers, "connection", None)
+        if connection is None:
+            connection = self._readers.connection = self._connect()
+        try:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+        except Exception as e:
+            if self.store.kind == "postgres" and _broken(e):
+                self._readers.connection = None
+                with contextlib.suppress(Exception):
+                    connection.close()
+            raise
+
+    def _one(self, statement: str, params: Sequence[Any]) -> Any:
+        with self._cursor() as c:
+            c.execute(self.dialect.sql(statement), params)
+            return c.fetchone()
+
+    def _all(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        with self._cursor() as c:
+            c.execute(self.dialect.sql(statement), params)
+            return list(c.fetchall())
+
+    def close(self) -> None:
+        connection = getattr(self._readers, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._readers.connection = None
+
+    # ---- positions ---------------------------------------------------------
+    def position(self) -> int:
+        """The read model's position: the last event whose rows it holds."""
+        with self._cursor() as c:
+            return read_position(c, self.dialect, READ_MODEL) or 0
+
+    # ---- by id -------------------------------------------------------------
+    def outdial(self, customer_id: str, outdial_id: str) -> tuple[str, bool] | None:
+        """The outdial's body and whether it is deleted; None if absent or another's."""
+        row = self._one(
+            f"SELECT body, deleted FROM {self._outdials} WHERE id = ? AND customer_id = ?",
+            (outdial_id, customer_id),
+        )
+        return None if row is None else (str(row[0]), bool(row[1]))
+
+    def outdial_by_id(self, outdial_id: str) -> tuple[str, str, bool] | None:
+        """Any customer's outdial: (body, customer_id, deleted). For trusted callers only."""
+        row = self._one(
+            f"SELECT body, customer_id, deleted FROM {self._outdials} WHERE id = ?",
+            (outdial_id,),
+        )
+        return None if row is None else (str(row[0]), str(row[1]), bool(row[2]))
+
+    def target(self, customer_id: str, outdial_id: str, target_id: str) -> str | None:
+        row = self._one(
+            f"SELECT body FROM {self._targets} WHERE id = ? AND outdial_id = ? AND customer_id = ?",
+            (target_id, outdial_id, customer_id),
+        )
+        return None if row is None else str(row[0])
+
+    def target_by_id(self, target_id: str) -> tuple[str, str, str, bool] | None:
+        """Any customer's target: (body, outdial_id, customer_id, deleted). Trusted callers."""
+        row = self._one(
+            f"SELECT body, outdial_id, customer_id, deleted FROM {self._targets} WHERE id = ?",
+            (target_id,),
+        )
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]), bool(row[3]))
+
+    # ---- lists -------------------------------------------------------------
+    def outdials_page(self, customer_id: str, after: Cursor | None, size: int) -> Page:
+        return self._page(self._outdials, "customer_id", customer_id, after, size)
+
+    def targets_page(self, outdial_id: str, after: Cursor | None, size: int) -> Page:
+        return self._page(self._targets, "outdial_id", outdial_id, after, size)
+
+    def _page(
+        self, from_table: str, owner_column: str, owner: str, after: Cursor | None, size: int
+    ) -> Page:
+        """Live rows newest first, strictly after the cursor."""
+        where = f"{owner_column} = ? AND deleted = 0"
+        params: list[Any] = [owner]
+        if after is not None:
+            tm, row_id = after
+            if row_id is None:
+                where += " AND tm_create < ?"
+                params.append(tm)
+            else:
+                where += " AND (tm_create < ? OR (tm_create = ? AND id < ?))"
+                params += [tm, tm, row_id]
+        params.append(size + 1)
+        rows = self._all(
+            f"SELECT tm_create, id, body FROM {from_table} WHERE {where} "
+            "ORDER BY tm_create DESC, id DESC LIMIT ?",
+            params,
+        )
+        page = [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+        more = len(page) > size
+        return Page(page[:size], more, page[size][0] if more else None)
+
+    # ---- dialing -----------------------------------------------------------
+    def available(
+        self,
+        outdial_id: str,
+        max_try_counts: Sequence[int],
+        updated_before: str | None,
+        limit: int,
+        offset: int = 0,
+        *,
+        columns: str = "id, body",
+    ) -> list[tuple[str, str]]:
+        """Available targets (CONTRACT 2) as (id, body), least recently updated first:
+        idle, not deleted, some present destination with tries left, and (when
+        `updated_before` is given) never tried or not changed since. The outdial's
+        own state is the caller's business."""
+        tries_left = " OR ".join(
+            f"((present & {1 << i}) != 0 AND try_count_{i} < ?)"
+            for i, most in enumerate(max_try_counts)
+            if most > 0
+        )
+        if not tries_left:
+            return []  # no destination may be tried at all
+        params: list[Any] = [outdial_id, *(m for m in max_try_counts if m > 0)]
+        where = f"outdial_id = ? AND deleted = 0 AND status = 'idle' AND ({tries_left})"
+        if updated_before is not None:
+            untried = " + ".join(f"try_count_{i}" for i in range(5))
+            where += f" AND ({untried} = 0 OR tm_update <= ?)"
+            params.append(updated_before)
+        params += [limit, offset]
+        rows = self._all(
+            f"SELECT {columns} FROM {self._targets} WHERE {where} "
+            "ORDER BY tm_update, id LIMIT ? OFFSET ?",
+            params,
+        )
+        return [tuple(map(str, r)) for r in rows]  # type: ignore[misc]
+
+    def claim_candidates(
+        self,
+        outdial_id: UUID,
+        max_try_counts: Sequence[int],
+        updated_before: datetime | None,
+        limit: int,
+        offset: int,
+    ) -> list[UUID]:
+        """The ids of `available` targets, for a claim to check (the command side's
+        `CandidateFinder`)."""
+        before = None if updated_before is None else shapes.timestamp(updated_before)
+        rows = self.available(str(outdial_id), max_try_counts, before, limit, offset, columns="id")
+        return [UUID(row[0]) for row in rows]
+
+    def progress(
+        self, customer_id: str, max_try_counts: Sequence[int], limit: int
+    ) -> list[dict[str, Any]]:
+        """The customer's newest live outdials, each with its live targets counted by
+        state (idle, progressing, done, and exhausted: idle with no tries left under
+        `max_try_counts`) and its tries summed per destination."""
+        tries_left = " OR ".join(
+            f"((t.present & {1 << i}) != 0 AND t.try_count_{i} < {int(most)})"
+            for i, most in enumerate(max_try_counts)
+            if most > 0
+        )
+        exhausted = (
+            f"t.status = 'idle' AND NOT ({tries_left})" if tries_left else "t.status = 'idle'"
+        )
+        tries = ", ".join(f"COALESCE(SUM(t.try_count_{i}), 0)" for i in range(5))
+        states = ", ".join(
+            f"COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0)"
+            for condition in (
+                f"t.status = 'idle' AND NOT ({exhausted})",
+                "t.status = 'progressing'",
+                "t.status = 'done'",
+                exhausted,
+            )
+        )
+        rows = self._all(
+            f"SELECT o.id, o.body, {states}, {tries} FROM "
+            f"(SELECT id, body, tm_create FROM {self._outdials} WHERE customer_id = ? "
+            "AND deleted = 0 ORDER BY tm_create DESC, id DESC LIMIT ?) o "
+            f"LEFT JOIN {self._targets} t ON t.outdial_id = o.id AND t.deleted = 0 "
+            "GROUP BY o.id, o.body, o.tm_create ORDER BY o.tm_create DESC, o.id DESC",
+            [customer_id, limit],
+        )
+        return [
+            {
+                "outdial": orjson.loads(r[1]),
+                "targets": dict(
+                    zip(("idle", "progressing", "done", "exhausted"), map(int, r[2:6]), strict=True)
+                ),
+                "tries": [int(n) for n in r[6:11]],
+            }
+            for r in rows
+        ]
+
+    # ---- whole tables (replay --check) -------------------------------------
+    def dump(self, cursor: Any) -> Iterator[tuple[str, str, str]]:
+        """Every row of both tables as (table, id, body), in id order, read through
+        `cursor` (a snapshot's)."""
+        for name, full in ((OUTDIALS, self._outdials), (TARGETS, self._targets)):
+            cursor.execute(f"SELECT id, body FROM {full} ORDER BY id {self.dialect.byte_order}")
+            for row in cursor.fetchall():
+                yield name, str(row[0]), str(row[1])
+
+
+def _broken(error: Exception) -> bool:
+    import psycopg
+
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)

@@ -1,0 +1,95 @@
+"""The read model's tables, on SQLite or PostgreSQL.
+
+Each row keeps the resource's rendered JSON (`body`, exactly what the HTTP API
+answers) beside the columns that queries filter and sort by. Every query is
+served by an index:
+- an outdial or target by id: the primary keys;
+- a customer's live outdials, newest first: `(customer_id, tm_create, id)` where not deleted;
+- an outdial's live targets, newest first: `(outdial_id, tm_create, id)` where not deleted;
+- an outdial's available targets, least recently updated first: `(outdial_id,
+  tm_update, id)` where idle and not deleted (done, progressing and deleted
+  targets cost a claim nothing).
+
+Tables come in sets: the live set, and sets with a suffix that a rebuild fills
+beside it (`_next`, `_check`). `swap_in` renames a rebuilt set into place.
+
+The rows are written in the commands' own transactions (`writes`), so the read
+model's position is always the last event's; `READ_MODEL` names that position,
+and its number is the layout's version: a store whose read model has another
+layout, or none, is rebuilt from the events once (`replay.bring_up_to_date`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from services.store import Dialect, table_exists
+
+READ_MODEL = "readmodel-2"
+LIVE = ""
+NEXT = "_next"
+CHECK = "_check"
+
+OUTDIALS = "rm_outdials"
+TARGETS = "rm_targets"
+
+_COLUMNS = {
+    OUTDIALS: (
+        "id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, campaign_id TEXT NOT NULL, "
+        "name TEXT NOT NULL, tm_create TEXT NOT NULL, deleted INTEGER NOT NULL, "
+        "body TEXT NOT NULL"
+    ),
+    TARGETS: (
+        "id TEXT PRIMARY KEY, outdial_id TEXT NOT NULL, customer_id TEXT NOT NULL, "
+        "tm_create TEXT NOT NULL, deleted INTEGER NOT NULL, status TEXT NOT NULL, "
+        # What the available query filters on: when it last changed, which
+        # destinations exist (bit i: destination_i), and the tries of each.
+        "tm_update TEXT NOT NULL, present INTEGER NOT NULL, "
+        "try_count_0 INTEGER NOT NULL, try_count_1 INTEGER NOT NULL, "
+        "try_count_2 INTEGER NOT NULL, try_count_3 INTEGER NOT NULL, "
+        "try_count_4 INTEGER NOT NULL, body TEXT NOT NULL"
+    ),
+}
+_OWNER = {OUTDIALS: "customer_id", TARGETS: "outdial_id"}
+
+
+def table(dialect: Dialect, name: str, suffix: str = LIVE) -> str:
+    return dialect.table(name + suffix)
+
+
+def create(cursor: Any, dialect: Dialect, suffix: str = LIVE) -> None:
+    """Create the set of tables named by `suffix`, where missing."""
+    for name, columns in _COLUMNS.items():
+        if table_exists(cursor, dialect, name + suffix):
+            continue
+        full = table(dialect, name, suffix)
+        cursor.execute(f"CREATE TABLE {full} ({columns})")
+        # Fresh index names: a swapped-in table keeps its indexes' names, so fixed
+        # ones would collide with the next rebuild's.
+        cursor.execute(
+            f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {full} "
+            f"({_OWNER[name]}, tm_create DESC, id DESC) WHERE deleted = 0"
+        )
+        if name == TARGETS:
+            cursor.execute(
+                f"CREATE INDEX {name}_idle_{uuid.uuid4().hex[:12]} ON {full} "
+                "(outdial_id, tm_update, id) WHERE deleted = 0 AND status = 'idle'"
+            )
+
+
+def drop(cursor: Any, dialect: Dialect, suffix: str) -> None:
+    for name in _COLUMNS:
+        cursor.execute(f"DROP TABLE IF EXISTS {table(dialect, name, suffix)}")
+
+
+def swap_in(cursor: Any, dialect: Dialect, suffix: str) -> None:
+    """Make the `suffix` set the live one, dropping the old live set (if any)."""
+    for name in _COLUMNS:
+        if table_exists(cursor, dialect, name):
+            # RENAME TO takes a bare name: the table stays in its schema.
+            cursor.execute(f"ALTER TABLE {table(dialect, name)} RENAME TO {name}_old")
+            cursor.execute(f"ALTER TABLE {table(dialect, name, suffix)} RENAME TO {name}")
+            cursor.execute(f"DROP TABLE {table(dialect, name, '_old')}")
+        else:
+            cursor.execute(f"ALTER TABLE {table(dialect, name, suffix)} RENAME TO {name}")

@@ -1,0 +1,126 @@
+"""The read model's writes: a resource's row, from the resource's state.
+
+The command side hands every changed outdial and target here, with its rendered
+shape, inside the transaction that stores the events (`ReadModelWriter`); a
+rebuild writes the rows of every resource the same way. A row is the
+resource's last state: written over on each change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+
+from services.command.domain import Outdial, OutdialTarget
+from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, table
+from services.store import Dialect, write_position
+from shared import shapes
+
+
+class OutdialRow(NamedTuple):
+    id: str
+    customer_id: str
+    campaign_id: str
+    name: str
+    tm_create: str
+    deleted: int
+    body: str
+
+
+class TargetRow(NamedTuple):
+    id: str
+    outdial_id: str
+    customer_id: str
+    tm_create: str
+    deleted: int
+    status: str
+    tm_update: str
+    present: int  # bit i set: destination_i exists
+    try_count_0: int
+    try_count_1: int
+    try_count_2: int
+    try_count_3: int
+    try_count_4: int
+    body: str
+
+
+def outdial_row(outdial: Outdial, shape: dict[str, Any] | None = None) -> OutdialRow:
+    """`shape`: the outdial already rendered by `shapes.outdial` (else rendered here)."""
+    shape = shape or shapes.outdial(outdial)
+    return OutdialRow(
+        shape["id"],
+        str(outdial.customer_id),
+        shape["campaign_id"],
+        outdial.name,
+        shape["tm_create"],
+        int(outdial.deleted),
+        orjson.dumps(shape).decode(),
+    )
+
+
+def target_row(target: OutdialTarget, shape: dict[str, Any] | None = None) -> TargetRow:
+    """`shape`: the target already rendered by `shapes.target` (else rendered here)."""
+    shape = shape or shapes.target(target)
+    counts = target.try_counts
+    return TargetRow(
+        shape["id"],
+        shape["outdial_id"],
+        str(target.customer_id),
+        shape["tm_create"],
+        int(target.deleted),
+        target.status,
+        shape["tm_update"],
+        sum(1 << i for i, d in enumerate(target.destinations) if d is not None),
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        counts[4],
+        orjson.dumps(shape).decode(),
+    )
+
+
+def _upsert(dialect: Dialect, name: str, columns: Sequence[str], suffix: str) -> str:
+    marks = ", ".join("?" * len(columns))
+    keep = ("id", "customer_id", "outdial_id", "tm_create")
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keep)
+    return dialect.sql(
+        f"INSERT INTO {table(dialect, name, suffix)} ({', '.join(columns)}) VALUES ({marks}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates}"
+    )
+
+
+def write_rows(
+    cursor: Any,
+    dialect: Dialect,
+    outdials: Iterable[OutdialRow],
+    targets: Iterable[TargetRow],
+    suffix: str = LIVE,
+) -> None:
+    """Insert or overwrite rows of the `suffix` set of tables."""
+    outdials, targets = list(outdials), list(targets)
+    if outdials:
+        cursor.executemany(_upsert(dialect, OUTDIALS, OutdialRow._fields, suffix), outdials)
+    if targets:
+        cursor.executemany(_upsert(dialect, TARGETS, TargetRow._fields, suffix), targets)
+
+
+class ReadModelWriter:
+    """What the command side's unit of work writes the read model with: the rows of
+    the resources a transaction changed, and the read model's new position."""
+
+    def rows(self, resource: Outdial | OutdialTarget, shape: dict[str, Any]) -> Any:
+        if isinstance(resource, OutdialTarget):
+            return target_row(resource, shape)
+        return outdial_row(resource, shape)
+
+    def write(self, cursor: Any, dialect: Dialect, rows: Sequence[Any], position: int) -> None:
+        write_rows(
+            cursor,
+            dialect,
+            (r for r in rows if isinstance(r, OutdialRow)),
+            (r for r in rows if isinstance(r, TargetRow)),
+        )
+        write_position(cursor, dialect, READ_MODEL, position)

@@ -1,0 +1,381 @@
+"""The event store's adapter: from `OUTDIAL_DATABASE_URL` to eventsourcing's recorders,
+and the one transaction every command commits in.
+
+eventsourcing chooses its persistence from an environment of settings. This
+module is the one place that builds that environment from the service's own
+URL, so nothing depends on hand-set `PERSISTENCE_MODULE`/`POSTGRES_*` variables.
+
+    sqlite:///./var/outdial.sqlite3         a file, relative to the working dir
+    sqlite:////srv/outdial/outdial.sqlite3  an absolute path
+    postgresql://user:pw@host:5432/db?schema=outdial
+
+**Inline writes.** `Application.save(*events, inline=writes)` hands `inline` to
+the application recorder's `insert_events`. The recorders below insert the
+events and then call `writes.write(cursor, positions)` in the same database
+transaction, with the notification id (position) of each event: the read-model
+rows, the outbox and the command receipts commit or roll back with the events
+they come from (eventsourcing's own process recorders write their tracking row
+this way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+from eventsourcing.utils import retry
+
+
+class StoreURLError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs in the SQL of the two stores: parameters, names, collation."""
+
+    kind: Literal["sqlite", "postgres"]
+    schema: str = "public"
+
+    def table(self, name: str) -> str:
+        """A table's name as statements write it (in the store's schema on PostgreSQL)."""
+        return name if self.kind == "sqlite" else f'"{self.schema}"."{name}"'
+
+    def sql(self, statement: str) -> str:
+        """A statement written with `?` parameters, in the driver's style."""
+        return statement if self.kind == "sqlite" else statement.replace("?", "%s")
+
+    @property
+    def byte_order(self) -> str:
+        """A collation that sorts text as Python compares it (ids, for `replay --check`)."""
+        return "" if self.kind == "sqlite" else 'COLLATE "C"'
+
+
+@dataclass(frozen=True)
+class Store:
+    kind: Literal["sqlite", "postgres"]
+    env: dict[str, str]
+
+    @property
+    def schema(self) -> str:
+        return self.env.get("POSTGRES_SCHEMA", "public")
+
+    @property
+    def dialect(self) -> Dialect:
+        return Dialect(self.kind, self.schema)
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file."""
+        return Path(self.env["SQLITE_DBNAME"])
+
+
+def parse_store_url(url: str) -> Store:
+    """The eventsourcing environment that `url` describes."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        if parts.netloc or not parts.path.startswith("/") or len(parts.path) < 2:
+            raise StoreURLError(f"expected sqlite:///relative/path or sqlite:////abs/path: {url}")
+        return Store(
+            kind="sqlite",
+            env={
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": parts.path[1:],
+                # Seconds a writer waits for another process's write lock.
+                "SQLITE_LOCK_TIMEOUT": "30",
+                "APPLICATION_RECORDER_TOPIC": "services.store:SQLiteInlineRecorder",
+            },
+        )
+    if parts.scheme in ("postgresql", "postgres"):
+        query = parse_qs(parts.query)
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname:
+            raise StoreURLError(f"the PostgreSQL URL names no database: {url}")
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": dbname,
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            # Check a pooled connection before use, so a PostgreSQL restart costs
+            # one failed ping rather than one failed command.
+            "POSTGRES_PRE_PING": "y",
+            # Pooled connections: as many as the threads that hold one at once in
+            # `outdial run` (the command writer, the relay; the short reads of
+            # positions wait a few ms for one), and no overflow (eventsourcing's
+            # default would add ten). libpq keeps each connection's input and
+            # output buffers at the largest message they have carried and never
+            # shrinks them, and the pool hands connections out in turn, so every
+            # connection it ever opens ends up holding the biggest write and the
+            # biggest page read for the life of the process.
+            "POSTGRES_POOL_SIZE": query.get("pool_size", ["3"])[0],
+            "POSTGRES_MAX_OVERFLOW": "0",
+            "APPLICATION_RECORDER_TOPIC": "services.store:PostgresInlineRecorder",
+        }
+        if "schema" in query:
+            env["POSTGRES_SCHEMA"] = query["schema"][0]
+        return Store(kind="postgres", env=env)
+    raise StoreURLError(f"OUTDIAL_DATABASE_URL must be sqlite:/// or postgresql://: {url}")
+
+
+class InlineWrites(Protocol):
+    """Rows to write in the transaction that inserts events."""
+
+    def write(self, cursor: Any, dialect: Dialect, positions: Sequence[int]) -> None:
+        """Write, through `cursor`; `positions` are the inserted events' notification ids."""
+
+
+class SQLiteInlineRecorder(SQLiteApplicationRecorder):
+    """eventsourcing's SQLite recorder, with the inline writes in its transaction."""
+
+    dialect = Dialect("sqlite")
+
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        inline: InlineWrites | None = None,
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        with sqlite_write(self.datastore) as cursor:
+            positions = self._insert_events(cursor, stored_events, **kwargs) or []
+            if inline is not None:
+                inline.write(cursor, self.dialect, positions)
+        return positions
+
+
+class PostgresInlineRecorder(PostgresApplicationRecorder):
+    """eventsourcing's PostgreSQL recorder, with the inline writes in its transaction,
+    and its insert sent statement by statement.
+
+    eventsourcing sends LOCK, NOTIFY and the INSERT of all the events in one
+    psycopg pipeline, and psycopg (3.3) can deadlock there once the INSERT
+    outgrows the socket's buffers: PostgreSQL waits for the rest of the
+    statement, the client for results. A few MB of events do it (an AddTargets
+    of 100 targets with 64 KiB of data each), and the writer then hangs for
+    good. Without the pipeline a transaction costs two more round trips.
+
+    The events' insert takes eventsourcing's `LOCK TABLE ... IN EXCLUSIVE MODE`,
+    held to the commit: inline rows of two writers are written in the order of
+    their events' positions, which the outbox relies on.
+    """
+
+    @property
+    def dialect(self) -> Dialect:
+        return Dialect("postgres", self.datastore.schema)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        inline: InlineWrites | None = None,
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cursor,
+        ):
+            positions: Sequence[int] = []
+            if stored_events:
+                self._insert_stored_events(cursor, stored_events, **kwargs)
+                positions = self._fetch_ids_after_insert_events(cursor, stored_events) or []
+            if inline is not None:
+                inline.write(cursor, self.dialect, positions)
+            return positions
+
+
+@contextlib.contextmanager
+def sqlite_write(datastore: SQLiteDatastore) -> Iterator[Any]:
+    """A write transaction on SQLite that takes the write lock first.
+
+    BEGIN IMMEDIATE, not eventsourcing's plain BEGIN: a deferred transaction
+    that reads first and then writes gets SQLITE_BUSY at once, without
+    waiting, when another process committed in between (its snapshot is
+    stale). Taking the write lock first waits for it (SQLITE_LOCK_TIMEOUT)
+    and reads only what is current.
+    """
+    with datastore.get_connection(commit=True) as connection:
+        cursor = connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            yield cursor
+            connection.commit()
+        except BaseException as e:
+            with contextlib.suppress(sqlite3.Error):
+                connection.rollback()
+            if isinstance(e, sqlite3.IntegrityError):
+                raise IntegrityError(e) from e
+            if isinstance(e, sqlite3.OperationalError):
+                raise OperationalError(e) from e
+            if isinstance(e, sqlite3.Error):
+                raise PersistenceError(e) from e
+            raise
+
+
+def prepare_store(store: Store) -> None:
+    """Create what eventsourcing expects to exist: the SQLite file (private to its
+    owner: it holds every customer's data) and its folder, or the schema."""
+    if store.kind == "sqlite":
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            store.path.touch(mode=0o600, exist_ok=False)
+        return
+    from psycopg import sql
+
+    with connect_postgres(store) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(store.schema)))
+
+
+# Any fixed number: the key of the advisory lock that serialises schema changes.
+_DDL_LOCK = 0x0DD1A1
+
+
+@contextlib.contextmanager
+def schema_lock(store: Store) -> Iterator[None]:
+    """Serialise creating and upgrading tables among processes starting at once on
+    one PostgreSQL database: concurrent `CREATE ... IF NOT EXISTS` can still fail
+    there with a unique violation, and one rebuild of an old read model is enough.
+    SQLite serialises writers by itself."""
+    if store.kind != "postgres":
+        yield
+        return
+    with connect_postgres(store) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_DDL_LOCK,))
+
+
+def postgres_conninfo(store: Store) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    e = store.env
+    return make_conninfo(
+        dbname=e["POSTGRES_DBNAME"],
+        host=e["POSTGRES_HOST"],
+        port=e["POSTGRES_PORT"],
+        user=e["POSTGRES_USER"],
+        password=e["POSTGRES_PASSWORD"],
+        connect_timeout=e["POSTGRES_CONNECT_TIMEOUT"],
+    )
+
+
+def connect_postgres(store: Store) -> Any:
+    """A plain autocommit connection, for set-up work outside eventsourcing."""
+    import psycopg
+
+    return psycopg.connect(postgres_conninfo(store), autocommit=True)
+
+
+def _tuple_rows(cursor: Any) -> Any:
+    from psycopg.rows import tuple_row
+
+    return tuple_row(cursor)
+
+
+@contextlib.contextmanager
+def write_transaction(recorder: Any, *, lock_writers: bool = False) -> Iterator[Any]:
+    """A write transaction on the recorder's store, its cursor giving plain tuples.
+
+    `lock_writers`: hold every command's writes off until the commit (SQLite's
+    write lock; on PostgreSQL the lock eventsourcing takes to insert events), for
+    work that must see the events and the inline rows stand still (a replay's swap).
+    """
+    datastore = recorder.datastore
+    if isinstance(datastore, SQLiteDatastore):
+        with sqlite_write(datastore) as cursor:
+            yield cursor
+        return
+    with (
+        datastore.get_connection() as conn,
+        conn.transaction(),
+        conn.cursor(row_factory=_tuple_rows) as cursor,
+    ):
+        if lock_writers:
+            for statement in recorder.lock_table_statements:
+                cursor.execute(statement)
+        yield cursor
+
+
+@contextlib.contextmanager
+def read_transaction(recorder: Any) -> Iterator[Any]:
+    """A read-only transaction that sees one moment of the store, tuples as rows."""
+    datastore = recorder.datastore
+    if isinstance(datastore, SQLiteDatastore):
+        # WAL: a deferred transaction reads one snapshot from its first SELECT on.
+        with datastore.transaction(commit=False) as cursor:
+            yield cursor
+        return
+    with (
+        datastore.get_connection() as conn,
+        conn.transaction(force_rollback=True),
+        conn.cursor(row_factory=_tuple_rows) as cursor,
+    ):
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield cursor
+
+
+def table_exists(cursor: Any, dialect: Dialect, name: str) -> bool:
+    if dialect.kind == "sqlite":
+        cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return cursor.fetchone() is not None
+    cursor.execute("SELECT to_regclass(%s)", (dialect.table(name),))
+    row = cursor.fetchone()
+    return row is not None and row[0] is not None
+
+
+# ---- named positions --------------------------------------------------------
+# How far something derived from the events has got: the read model (always the
+# last event, since it is written inline) and the relay (the last event published).
+
+
+def create_positions_table(cursor: Any, dialect: Dialect) -> None:
+    cursor.execute(
+        f"CREATE TABLE IF NOT EXISTS {dialect.table('outdial_positions')} "
+        "(name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+    )
+
+
+def read_position(cursor: Any, dialect: Dialect, name: str) -> int | None:
+    cursor.execute(
+        dialect.sql(f"SELECT position FROM {dialect.table('outdial_positions')} WHERE name = ?"),
+        (name,),
+    )
+    row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def write_position(cursor: Any, dialect: Dialect, name: str, position: int) -> None:
+    """Move a named position forward (never back: two writers may race)."""
+    table = dialect.table("outdial_positions")
+    cursor.execute(
+        dialect.sql(
+            f"INSERT INTO {table} (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+            f"SET position = excluded.position WHERE {table}.position < excluded.position"
+        ),
+        (name, position),
+    )
+
+
+def head(recorder: Any) -> int:
+    """The position of the last stored event (0 for an empty store)."""
+    return int(recorder.max_notification_id() or 0)

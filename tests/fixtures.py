@@ -1,0 +1,96 @@
+"""Helpers every integration and reliability test may use (tests never import each
+other): the run's broker URL, clean queues, and the command side of the service
+on a store, wired as `outdial command` wires it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+
+from services.bootstrap import Runtime
+from services.command.application import OutdialApplication
+from services.command.consumer import CommandConsumer
+from services.command.unit_of_work import UnitOfWork
+from services.query.writes import ReadModelWriter
+from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
+from shared.config import DEFAULT_AMQP_URL, Settings
+
+# The test run's own vhost (tests/conftest.py sets it before any test module loads).
+AMQP_URL = os.environ.get("OUTDIAL_AMQP_URL", DEFAULT_AMQP_URL)
+SECRET = "integration-test-secret-of-at-least-32-bytes"
+
+
+async def purge_command_queues() -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for name in (COMMAND_QUEUE, DEAD_LETTER_QUEUE):
+            queue = await channel.declare_queue(name, durable=True)
+            await queue.purge()
+
+
+async def dead_letters() -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Take every message out of the dead-letter queue."""
+    connection = await aio_pika.connect(AMQP_URL)
+    taken = []
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            taken.append(message)
+    return taken
+
+
+def settings_for(store_url: str, **more: Any) -> Settings:
+    return Settings(amqp_url=AMQP_URL, database_url=store_url, jwt_secret=SECRET, **more)
+
+
+@dataclass
+class CommandSide:
+    rt: Runtime
+    consumer: CommandConsumer
+
+    @property
+    def app(self) -> OutdialApplication:
+        return self.rt.app
+
+
+@asynccontextmanager
+async def command_side(
+    store_url: str,
+    *,
+    prefetch: int = 32,
+    uow_class: Callable[..., UnitOfWork] = UnitOfWork,
+    consumer_class: type[CommandConsumer] = CommandConsumer,
+    purge: bool = True,
+    **consumer_options: Any,
+) -> AsyncIterator[CommandSide]:
+    """The command consumer on a store, consuming the real queue (emptied first)."""
+    if purge:
+        await purge_command_queues()
+    rt = Runtime(settings_for(store_url))
+
+    def new_uow() -> UnitOfWork:
+        return uow_class(
+            rt.app, candidates=rt.queries.claim_candidates, read_model=ReadModelWriter()
+        )
+
+    consumer = consumer_class(
+        await rt.connection(),
+        await rt.replies(),
+        new_uow,
+        prefetch=prefetch,
+        on_stored=rt.stored_at,
+        **consumer_options,
+    )
+    await consumer.start()
+    try:
+        yield CommandSide(rt, consumer)
+    finally:
+        await consumer.stop()
+        await rt.close()
