@@ -2,7 +2,8 @@
 own, and the two stores the service runs on.
 
 Each run of the suite makes a RabbitMQ virtual host and a PostgreSQL database
-of its own before any test module is imported, points `OUTDIAL_AMQP_URL` and
+of its own when this file is loaded (before any other conftest or test module,
+which read the URLs once), points `OUTDIAL_AMQP_URL` and
 `OUTDIAL_TEST_POSTGRES_URL` (and so every `outdial` child process) at them, and
 deletes both at the end: a developer's own `outdial run`, or a second test run
 on the same machine, neither sees nor disturbs this one's queues and tables,
@@ -46,44 +47,52 @@ def _with_path(url: str, path: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if hasattr(config, "workerinput"):
-        return
+class _Isolation:
+    """What this run made, to delete at its end."""
+
     base_amqp = os.environ.get("OUTDIAL_AMQP_URL", DEFAULT_AMQP_URL)
     base_postgres = os.environ.get("OUTDIAL_TEST_POSTGRES_URL", BASE_POSTGRES_URL)
-    config.stash[_BASE] = (base_amqp, base_postgres)
+    vhost: str | None = None
+    database: str | None = None
+
+
+def _isolate() -> None:
     vhost = f"outdial-test-{RUN}"
     if shutil.which("rabbitmqctl"):
-        user = urlsplit(base_amqp).username or "guest"
+        user = urlsplit(_Isolation.base_amqp).username or "guest"
         _rabbitmqctl("add_vhost", vhost)
         _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-        config.stash[_VHOST] = vhost
-        os.environ["OUTDIAL_AMQP_URL"] = _with_path(base_amqp, "/" + quote(vhost, safe=""))
+        _Isolation.vhost = vhost
+        os.environ["OUTDIAL_AMQP_URL"] = _with_path(
+            _Isolation.base_amqp, "/" + quote(vhost, safe="")
+        )
     database = f"outdial_test_{RUN}"
-    with contextlib.suppress(Exception), connect_postgres(parse_store_url(base_postgres)) as c:
+    with (
+        contextlib.suppress(Exception),
+        connect_postgres(parse_store_url(_Isolation.base_postgres)) as c,
+    ):
         c.execute(f'CREATE DATABASE "{database}"')
-        config.stash[_DATABASE] = database
-        os.environ["OUTDIAL_TEST_POSTGRES_URL"] = _with_path(base_postgres, "/" + database)
+        _Isolation.database = database
+        os.environ["OUTDIAL_TEST_POSTGRES_URL"] = _with_path(
+            _Isolation.base_postgres, "/" + database
+        )
+
+
+_isolate()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    base = config.stash.get(_BASE, None)
-    if base is None:
-        return
-    base_amqp, base_postgres = base
-    if (vhost := config.stash.get(_VHOST, None)) is not None:
+    if _Isolation.vhost is not None:
         with contextlib.suppress(Exception):
-            _rabbitmqctl("delete_vhost", vhost)
-        os.environ["OUTDIAL_AMQP_URL"] = base_amqp
-    if (database := config.stash.get(_DATABASE, None)) is not None:
-        with contextlib.suppress(Exception), connect_postgres(parse_store_url(base_postgres)) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        os.environ["OUTDIAL_TEST_POSTGRES_URL"] = base_postgres
-
-
-_BASE = pytest.StashKey[tuple[str, str]]()
-_VHOST = pytest.StashKey[str]()
-_DATABASE = pytest.StashKey[str]()
+            _rabbitmqctl("delete_vhost", _Isolation.vhost)
+        os.environ["OUTDIAL_AMQP_URL"] = _Isolation.base_amqp
+    if _Isolation.database is not None:
+        with (
+            contextlib.suppress(Exception),
+            connect_postgres(parse_store_url(_Isolation.base_postgres)) as c,
+        ):
+            c.execute(f'DROP DATABASE IF EXISTS "{_Isolation.database}" WITH (FORCE)')
+        os.environ["OUTDIAL_TEST_POSTGRES_URL"] = _Isolation.base_postgres
 
 
 def postgres_url() -> str:

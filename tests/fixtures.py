@@ -5,19 +5,24 @@ on a store, wired as `outdial command` wires it."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import orjson
 
 from services.bootstrap import Runtime
 from services.command.application import OutdialApplication
 from services.command.consumer import CommandConsumer
+from services.command.handlers import Incoming, Reply, handle
+from services.command.receipts import command_digest
 from services.command.unit_of_work import UnitOfWork
 from services.query.writes import ReadModelWriter
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
+from shared.commands import parse_command
 from shared.config import DEFAULT_AMQP_URL, Settings
 
 # The test run's own vhost (tests/conftest.py sets it before any test module loads).
@@ -94,3 +99,27 @@ async def command_side(
     finally:
         await consumer.stop()
         await rt.close()
+
+
+class Writer:
+    """The command side without a broker: commands handled as the consumer handles
+    them (a unit of work each, its receipt under a fresh message_id unless given)."""
+
+    def __init__(self, store_url: str):
+        self.rt = Runtime(settings_for(store_url))
+
+    @property
+    def app(self) -> OutdialApplication:
+        return self.rt.app
+
+    def send(self, customer: str, type_: str, message_id: str | None = "", **fields: Any) -> Reply:
+        body = orjson.dumps({"type": type_, "customer_id": customer, **fields})
+        if message_id == "":
+            message_id = str(uuid.uuid4())
+        incoming = Incoming(parse_command(body), message_id, command_digest(body))
+        return handle(incoming, self.rt.new_uow)
+
+    def close(self) -> None:
+        if "queries" in self.rt.__dict__:
+            self.rt.queries.close()
+        self.rt.app.close()

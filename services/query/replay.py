@@ -142,21 +142,44 @@ def _write_rows(c: Any, dialect: Dialect, rows: Iterable[Any], suffix: str) -> N
     )
 
 
-def _changed_since(app: OutdialApplication, start: int, stop: int) -> Iterator[Any]:
-    """The rows, as they stand now, of the resources changed after `start` up to
-    `stop` (loaded whole: the events stored while a rebuild ran are few)."""
-    seen: set[UUID] = set()
-    position = start
-    while notifications := app.recorder.select_notifications(
-        position, 1000, stop=stop, inclusive_of_start=False
-    ):
-        for n in notifications:
-            if n.originator_id not in seen and not n.topic.startswith(RECEIPT_TOPIC):
-                seen.add(n.originator_id)  # type: ignore[arg-type]
-                row = _row_of(app.repository.get(UUID(str(n.originator_id))))
-                if row is not None:
-                    yield row
-        position = notifications[-1].id
+def _changed_since(cursor: Any, app: OutdialApplication, start: int) -> tuple[int, list[Any]]:
+    """Through `cursor` (of the transaction that holds the writers off): the position
+    of the last event, and the rows, as they stand now, of the resources changed
+    after `start` (loaded whole: the events stored while a rebuild ran are few).
+
+    Through the same cursor, not the pool: on SQLite a second connection asked for
+    while this one writes waits behind every writer queued for the pool."""
+    recorder: Any = app.recorder
+    dialect = app.store.dialect
+    events = dialect.table(recorder.events_table_name)
+    position = "rowid" if dialect.kind == "sqlite" else "notification_id"
+    cursor.execute(f"SELECT MAX({position}) FROM {events}")
+    now = int(cursor.fetchone()[0] or 0)
+    cursor.execute(
+        dialect.sql(
+            f"SELECT DISTINCT originator_id FROM {events} WHERE {position} > ? AND topic NOT LIKE ?"
+        ),
+        (start, RECEIPT_TOPIC + ".%"),
+    )
+    changed = [row[0] for row in cursor.fetchall()]
+    to_event = app.mapper.to_domain_event
+    rows = []
+    for originator_id in changed:
+        cursor.execute(
+            dialect.sql(
+                f"SELECT originator_id, originator_version, topic, state FROM {events} "
+                "WHERE originator_id = ? ORDER BY originator_version"
+            ),
+            (originator_id,),
+        )
+        aggregate: Any = None
+        for r in cursor.fetchall():
+            stored = StoredEvent(UUID(str(r[0])), r[1], r[2], bytes(r[3]))
+            event: Any = to_event(stored)
+            aggregate = event.mutate(aggregate)
+        if (row := _row_of(aggregate)) is not None:
+            rows.append(row)
+    return now, rows
 
 
 def _progress(total: int, out: TextIO, desc: str, *, quiet: bool = False) -> tqdm[Any]:
@@ -199,8 +222,8 @@ def rebuild(app: OutdialApplication, *, out: TextIO = sys.stderr, quiet: bool = 
     with write_transaction(app.recorder, lock_writers=True) as c:
         # Writers wait from here to the commit: what they stored since `stop` is
         # brought over, and nothing more can arrive before the swap.
-        now = head(app.recorder)
-        _write_rows(c, dialect, _changed_since(app, stop, now), NEXT)
+        now, rows = _changed_since(c, app, stop)
+        _write_rows(c, dialect, rows, NEXT)
         schema.swap_in(c, dialect, NEXT)
         write_position(c, dialect, READ_MODEL, now)
     if not quiet:

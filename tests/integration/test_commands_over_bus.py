@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from services.command.handlers import handle
+from services.command.handlers import Incoming, handle
+from services.command.receipts import command_digest
 from shared.client import OutdialClient
 from shared.commands import parse_command
 from tests.expected import BUS_OUTDIAL_KEYS, BUS_TARGET_KEYS, NEVER, TEL, TIMESTAMP
@@ -320,7 +321,8 @@ async def test_a_command_committed_but_not_acked_is_not_applied_twice(
         }
     )
     # The dead consumer's half: handled and committed, never acked nor answered.
-    committed = await asyncio.to_thread(handle, parse_command(body), "crash-1", service.app)
+    incoming = Incoming(parse_command(body), "crash-1", command_digest(body))
+    committed = await asyncio.to_thread(handle, incoming, service.rt.new_uow)
     before = topics(service)
     redelivered = await client.send_raw(body, message_id="crash-1")
     assert redelivered == committed.body()

@@ -11,24 +11,21 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import orjson
 import pytest
 
-from services.command.application import OutdialApplication
-from services.command.handlers import Reply, handle
-from shared.commands import parse_command
+from services.command.handlers import Reply
 from tests.expected import TEL
+from tests.fixtures import Writer
 
 pytestmark = pytest.mark.integration
 
 
-def send(app: OutdialApplication, customer: str, type_: str, **fields: Any) -> Reply:
-    cmd = parse_command(orjson.dumps({"type": type_, "customer_id": customer, **fields}))
-    return handle(cmd, str(uuid.uuid4()), app)
+def send(app: Writer, customer: str, type_: str, **fields: Any) -> Reply:
+    return app.send(customer, type_, **fields)
 
 
 def test_racing_writers_lose_no_update(store_url: str) -> None:
-    apps = [OutdialApplication.from_url(store_url) for _ in range(2)]
+    apps = [Writer(store_url) for _ in range(2)]
     customer = str(uuid.uuid4())
     outdial_id = send(apps[0], customer, "CreateOutdial", name="", detail="", data="").data["id"]  # type: ignore[index]
     target_id = send(
@@ -45,7 +42,7 @@ def test_racing_writers_lose_no_update(store_url: str) -> None:
     outcomes: Counter[int] = Counter()
     lock = threading.Lock()
 
-    def dialer(app: OutdialApplication) -> None:
+    def dialer(app: Writer) -> None:
         for _ in range(15):
             r = send(app, customer, "MarkTargetProgressing", destination_index=0, **ids)
             with lock:
@@ -62,7 +59,7 @@ def test_racing_writers_lose_no_update(store_url: str) -> None:
     for t in threads:
         t.join()
 
-    target = apps[1].repository.get(uuid.UUID(target_id))
+    target = apps[1].app.repository.get(uuid.UUID(target_id))
     # Every try that was answered 200 is counted, and only those: no update was lost.
     assert target.try_counts[0] == outcomes[200]
     assert set(outcomes) <= {200, 409}
@@ -73,13 +70,13 @@ def test_racing_writers_lose_no_update(store_url: str) -> None:
 
 
 def test_racing_creates_of_one_id_make_one_outdial(store_url: str) -> None:
-    apps = [OutdialApplication.from_url(store_url) for _ in range(2)]
+    apps = [Writer(store_url) for _ in range(2)]
     customer = str(uuid.uuid4())
     given = str(uuid.uuid4())
     replies: list[Reply] = []
     barrier = threading.Barrier(8)
 
-    def create(app: OutdialApplication) -> None:
+    def create(app: Writer) -> None:
         barrier.wait()
         replies.append(send(app, customer, "CreateOutdial", id=given, name="", detail="", data=""))
 

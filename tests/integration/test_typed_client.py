@@ -9,14 +9,12 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from services.command.application import OutdialApplication
-from services.command.consumer import CommandConsumer
 from shared import errors
 from shared.addresses import Address
 from shared.client import OutdialClient
 from shared.commands import TargetFields
 from shared.resources import CustomerTarget
-from tests.fixtures import AMQP_URL, CommandSide, purge_command_queues
+from tests.fixtures import AMQP_URL, CommandSide, command_side, purge_command_queues
 from tests.integration.stack import running_stack
 from tests.reliability.load import stored_target_names
 
@@ -26,7 +24,9 @@ TEL = Address(type="tel", target="+15559876543")
 SIP = Address(type="sip", target="alice@example.com")
 
 
-async def test_every_command_through_its_method(service: CommandSide, client: OutdialClient) -> None:
+async def test_every_command_through_its_method(
+    service: CommandSide, client: OutdialClient
+) -> None:
     customer = uuid.uuid4()
     created = await client.create_outdial(customer, name="spring", detail="d", data="x")
     outdial = created.data
@@ -122,27 +122,19 @@ async def test_a_bad_argument_is_refused_before_anything_is_sent(client: Outdial
 
 async def test_a_retry_reuses_the_message_id_and_applies_once(store_url: str) -> None:
     await purge_command_queues()
-    app = OutdialApplication.from_url(store_url)
     customer = uuid.uuid4()
     target = TargetFields(name="once", detail="", data="", destination_0=TEL)
-    try:
-        async with OutdialClient(AMQP_URL) as client:
-            first = CommandConsumer(app, AMQP_URL, prefetch=32)
-            await first.start()
+    async with OutdialClient(AMQP_URL) as client:
+        async with command_side(store_url, purge=False):
             outdial = (await client.create_outdial(customer, name="o")).data
-            await first.stop()
-            # Nobody consumes now: two attempts time out, and the third is answered
-            # once a consumer is back. All three were stored under one message_id.
-            sending = asyncio.create_task(
-                client.add_target(customer, outdial.id, target, timeout=0.6, retries=3)
-            )
-            await asyncio.sleep(1.5)
-            second = CommandConsumer(app, AMQP_URL, prefetch=32)
-            await second.start()
+        # Nobody consumes now: two attempts time out, and the third is answered
+        # once a consumer is back. All three were stored under one message_id.
+        sending = asyncio.create_task(
+            client.add_target(customer, outdial.id, target, timeout=0.6, retries=3)
+        )
+        await asyncio.sleep(1.5)
+        async with command_side(store_url, purge=False):
             added = await sending
             again = await client.add_target(customer, outdial.id, target)  # a new command
-            await second.stop()
-    finally:
-        app.close()
     assert added.data.name == "once" and again.data.id != added.data.id
     assert stored_target_names(store_url) == {"once": 2}  # not 4: the retries applied once

@@ -738,7 +738,9 @@ async def send(client: Replies, command: dict[str, Any], message_id: str = "") -
     return await client.send(command, cid, message_id=message_id or cid)
 
 
-async def test_another_customers_resources_answer_404_and_show_nothing(service: CommandSide) -> None:
+async def test_another_customers_resources_answer_404_and_show_nothing(
+    service: CommandSide,
+) -> None:
     """Every command that names an outdial or a target, sent by a stranger about the
     owner's: 404, not a byte of the owner's, nothing changed. Also with the owner's
     outdial and the stranger's own target, and the stranger's outdial and the

@@ -428,9 +428,7 @@ def test_a_group_is_stored_at_once_each_command_seeing_the_ones_before(
 def test_a_group_with_a_message_twice_goes_one_by_one(app: Harness) -> None:
     c = Customer(app)
     create = parsed(c.id, type="CreateOutdial", name="", detail="", data="")
-    first, second = handle_group(
-        [Incoming(create, "same"), Incoming(create, "same")], app.new_uow
-    )
+    first, second = handle_group([Incoming(create, "same"), Incoming(create, "same")], app.new_uow)
     assert first == second
     topics = [n.topic for n in app.recorder.select_notifications(start=None, limit=100)]
     assert sum(t.endswith("Outdial.Created") for t in topics) == 1
