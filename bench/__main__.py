@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = args.lag_rate or next(
             (f.value / 2 for f in results if f.name.startswith("AddTarget commands/s")), 250.0
         )
-        results += asyncio.run(figures.projection_lag(args.store, rate, args.lag_commands))
+        results += asyncio.run(figures.read_after_write(args.store, rate, args.lag_commands))
     if "replay" in args.only:
         results += figures.replay_speed(args.store, args.events)
     if "http" in args.only:

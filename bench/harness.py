@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
+from services.store import connect_postgres, parse_store_url
 from shared.client import OutdialClient
 from shared.config import Settings
-from shared.store import connect_postgres, parse_store_url
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REPOSITORY = Path(__file__).resolve().parents[1]

@@ -86,12 +86,16 @@ class Runtime:
     def app(self) -> OutdialApplication:
         app = OutdialApplication(self.store)
         upgrade.prepare(app)
-        watch_store(lambda: head(app.recorder), self.queries.position, self.relay_position)
+        queries = Queries(self.store, readers=app.recorder.readers)  # type: ignore[attr-defined]
+        self.__dict__["queries"] = queries
+        watch_store(lambda: head(app.recorder), queries.position, self.relay_position)
         return app
 
-    @cached_property
+    @property
     def queries(self) -> Queries:
-        return Queries(self.store)
+        """The read model's queries, on the event store's readers (made with `app`)."""
+        self.app  # noqa: B018
+        return self.__dict__["queries"]  # type: ignore[no-any-return]
 
     def relay_position(self) -> int:
         with read_transaction(self.app.recorder) as c:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -134,6 +136,62 @@ def parse_store_url(url: str) -> Store:
     raise StoreURLError(f"OUTDIAL_DATABASE_URL must be sqlite:/// or postgresql://: {url}")
 
 
+class ThreadReaders:
+    """A connection of each reading thread's own, in autocommit, for reads that need
+    no transaction: one statement is one consistent read (SQLite's WAL, PostgreSQL's
+    READ COMMITTED), without the pool's locks, BEGIN and ROLLBACK, and on PostgreSQL
+    without the pool's ping before each checkout (a round trip per read).
+
+    A connection found broken (a PostgreSQL restart) is dropped, and the next read
+    connects again; the read that found out fails."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._local = threading.local()
+
+    def _connect(self) -> Any:
+        if self.store.kind == "sqlite":
+            connection = sqlite3.connect(
+                self.store.path, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA query_only = ON")
+            return connection
+        import psycopg
+
+        return psycopg.connect(postgres_conninfo(self.store), autocommit=True)
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[Any]:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+        try:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+        except Exception as e:
+            if self.store.kind == "postgres" and _broken(e):
+                self._local.connection = None
+                with contextlib.suppress(Exception):
+                    connection.close()
+            raise
+
+    def close(self) -> None:
+        """Close this thread's connection (the others close with their threads)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            self._local.connection = None
+            connection.close()
+
+
+def _broken(error: Exception) -> bool:
+    import psycopg
+
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+
+
 class InlineWrites(Protocol):
     """Rows to write in the transaction that inserts events."""
 
@@ -142,9 +200,15 @@ class InlineWrites(Protocol):
 
 
 class SQLiteInlineRecorder(SQLiteApplicationRecorder):
-    """eventsourcing's SQLite recorder, with the inline writes in its transaction."""
+    """eventsourcing's SQLite recorder, with the inline writes in its transaction,
+    the events inserted in one statement, and an aggregate's events read on a
+    connection of the reading thread's own."""
 
     dialect = Dialect("sqlite")
+
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name)
+        self.readers = ThreadReaders(Store("sqlite", {"SQLITE_DBNAME": datastore.pool.db_name}))
 
     def insert_events(
         self,
@@ -154,10 +218,53 @@ class SQLiteInlineRecorder(SQLiteApplicationRecorder):
         **kwargs: Any,
     ) -> Sequence[int] | None:
         with sqlite_write(self.datastore) as cursor:
-            positions = self._insert_events(cursor, stored_events, **kwargs) or []
+            positions = self._insert_all(cursor, stored_events)
             if inline is not None:
                 inline.write(cursor, self.dialect, positions)
         return positions
+
+    def _insert_all(self, cursor: Any, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """Insert the events in one statement; their positions follow one another,
+        since this transaction holds SQLite's write lock and a new row's rowid is one
+        more than the largest (eventsourcing runs one INSERT per event to learn each)."""
+        if not stored_events:
+            return []
+        cursor.executemany(
+            self.insert_events_statement,
+            [
+                (
+                    s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+                    s.originator_version,
+                    s.topic,
+                    s.state,
+                )
+                for s in stored_events
+            ],
+        )
+        cursor.execute("SELECT last_insert_rowid()")
+        last = int(cursor.fetchone()[0])
+        return list(range(last - len(stored_events) + 1, last + 1))
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        statement, params = _select_events(
+            self.events_table_name, "?", originator_id, gt, lte, desc, limit
+        )
+        if isinstance(originator_id, UUID):
+            params[0] = originator_id.hex
+        with self.readers.cursor() as c:
+            c.execute(statement, params)
+            return [
+                StoredEvent(self.convert_originator_id(r[0]), r[1], r[2], r[3])
+                for r in c.fetchall()
+            ]
 
 
 class PostgresInlineRecorder(PostgresApplicationRecorder):
@@ -176,9 +283,50 @@ class PostgresInlineRecorder(PostgresApplicationRecorder):
     their events' positions, which the outbox relies on.
     """
 
+    def __init__(self, datastore: Any, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        kwargs = datastore.pool.kwargs
+        self.readers = ThreadReaders(
+            Store(
+                "postgres",
+                {
+                    "POSTGRES_DBNAME": kwargs["dbname"],
+                    "POSTGRES_HOST": kwargs["host"],
+                    "POSTGRES_PORT": str(kwargs["port"]),
+                    "POSTGRES_USER": kwargs["user"],
+                    "POSTGRES_PASSWORD": kwargs["password"] or "",
+                    "POSTGRES_CONNECT_TIMEOUT": str(int(datastore.pool.timeout)),
+                    "POSTGRES_SCHEMA": datastore.schema,
+                },
+            )
+        )
+
     @property
     def dialect(self) -> Dialect:
         return Dialect("postgres", self.datastore.schema)
+
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        table = self.dialect.table(self.events_table_name)
+        statement, params = _select_events(table, "%s", originator_id, gt, lte, desc, limit)
+        try:
+            with self.readers.cursor() as c:
+                c.execute(statement, params, prepare=True)
+                return [StoredEvent(r[0], r[1], r[2], bytes(r[3])) for r in c.fetchall()]
+        except Exception as e:
+            import psycopg
+
+            if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                raise OperationalError(e) from e
+            raise
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
@@ -200,6 +348,34 @@ class PostgresInlineRecorder(PostgresApplicationRecorder):
             if inline is not None:
                 inline.write(cursor, self.dialect, positions)
             return positions
+
+
+def _select_events(
+    table: str,
+    mark: str,
+    originator_id: UUID | str,
+    gt: int | None,
+    lte: int | None,
+    desc: bool,
+    limit: int | None,
+) -> tuple[str, list[Any]]:
+    """eventsourcing's query of one aggregate's events."""
+    statement = (
+        "SELECT originator_id, originator_version, topic, state "
+        f"FROM {table} WHERE originator_id = {mark}"
+    )
+    params: list[Any] = [originator_id]
+    if gt is not None:
+        statement += f" AND originator_version > {mark}"
+        params.append(gt)
+    if lte is not None:
+        statement += f" AND originator_version <= {mark}"
+        params.append(lte)
+    statement += " ORDER BY originator_version " + ("DESC" if desc else "ASC")
+    if limit is not None:
+        statement += f" LIMIT {mark}"
+        params.append(limit)
+    return statement, params
 
 
 @contextlib.contextmanager

@@ -107,7 +107,7 @@ def move_old_receipts(app: OutdialApplication) -> int:
 def _old_relay_position(app: OutdialApplication) -> int:
     """Where the relay of an earlier version had got (eventsourcing's tracking table)."""
     dialect = app.store.dialect
-    name = "tracking" if dialect.kind == "sqlite" else f"{app.env.name.lower()}_tracking"
+    name = "tracking" if dialect.kind == "sqlite" else f"{app.name.lower()}_tracking"
     with read_transaction(app.recorder) as c:
         if not table_exists(c, dialect, name):
             return 0

@@ -75,6 +75,9 @@ class EventRelay:
                         type=row.routing_key,
                     ),
                     routing_key=row.routing_key,
+                    # An event no queue is bound for is not an error (publish/subscribe);
+                    # mandatory would have the broker send each such one back.
+                    mandatory=False,
                 )
                 for row in rows
             )

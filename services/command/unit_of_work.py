@@ -38,7 +38,7 @@ from services.command import outbox, receipts
 from services.command.application import OutdialApplication
 from services.command.domain import Outdial, OutdialNotFound, OutdialTarget, TargetNotFound
 from services.command.receipts import Receipt
-from services.store import Dialect, read_transaction
+from services.store import Dialect
 from shared import shapes
 
 # Finds candidates for a claim: ids of an outdial's available targets, least
@@ -173,7 +173,7 @@ class UnitOfWork:
         wanted = [k for k in keys if k not in self._receipts]
         if not wanted:
             return
-        with read_transaction(self.app.recorder) as cursor:
+        with self.app.recorder.readers.cursor() as cursor:  # type: ignore[attr-defined]
             found = receipts.find(cursor, self.dialect, wanted)
         for key in wanted:
             self._receipts[key] = found.get(key)

@@ -1,18 +1,13 @@
 """The read model's queries: everything the doors (HTTP, the platform's envelope)
 and the claims read, in one place.
 
-Reads go through a connection of the reading thread's own, in autocommit: one
-statement is one consistent read, without the pool's locks, BEGIN and ROLLBACK
-(and, on PostgreSQL, the pre-ping before each checkout) that a read through
-eventsourcing's datastore pays. Reads that must agree with each other use
-`snapshot`.
+Reads go through a connection of the reading thread's own, in autocommit
+(`services.store.ThreadReaders`): one statement is one consistent read.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +17,7 @@ from uuid import UUID
 import orjson
 
 from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, table
-from services.store import Dialect, Store, postgres_conninfo, read_position
+from services.store import Dialect, Store, ThreadReaders, read_position
 from shared import shapes
 
 
@@ -39,48 +34,21 @@ Cursor = tuple[str, str | None]
 
 
 class Queries:
-    def __init__(self, store: Store, suffix: str = LIVE):
+    def __init__(self, store: Store, suffix: str = LIVE, *, readers: ThreadReaders | None = None):
         self.store = store
         self.dialect: Dialect = store.dialect
         self.suffix = suffix
         # A local file answers an indexed read in well under a millisecond, less
         # than a hop to a thread costs: such reads may run on the event loop.
         self.local = store.kind == "sqlite"
-        self._readers = threading.local()
+        # The event store's own readers where the process has them: one connection
+        # per thread for both.
+        self.readers = readers or ThreadReaders(store)
         self._outdials = table(self.dialect, OUTDIALS, suffix)
         self._targets = table(self.dialect, TARGETS, suffix)
 
-    # ---- connections -------------------------------------------------------
-    def _connect(self) -> Any:
-        if self.store.kind == "sqlite":
-            connection = sqlite3.connect(
-                self.store.path, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA query_only = ON")
-            return connection
-        import psycopg
-
-        return psycopg.connect(postgres_conninfo(self.store), autocommit=True)
-
-    @contextlib.contextmanager
-    def _cursor(self) -> Iterator[Any]:
-        """A cursor of this thread's connection (made on first use, and again once
-        broken: a PostgreSQL restart costs the read that finds out)."""
-        connection = getattr(self._readers, "connection", None)
-        if connection is None:
-            connection = self._readers.connection = self._connect()
-        try:
-            cursor = connection.cursor()
-            try:
-                yield cursor
-            finally:
-                cursor.close()
-        except Exception as e:
-            if self.store.kind == "postgres" and _broken(e):
-                self._readers.connection = None
-                with contextlib.suppress(Exception):
-                    connection.close()
-            raise
+    def _cursor(self) -> contextlib.AbstractContextManager[Any]:
+        return self.readers.cursor()
 
     def _one(self, statement: str, params: Sequence[Any]) -> Any:
         with self._cursor() as c:
@@ -93,10 +61,7 @@ class Queries:
             return list(c.fetchall())
 
     def close(self) -> None:
-        connection = getattr(self._readers, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._readers.connection = None
+        self.readers.close()
 
     # ---- positions ---------------------------------------------------------
     def position(self) -> int:
@@ -268,9 +233,3 @@ class Queries:
             cursor.execute(f"SELECT id, body FROM {full} ORDER BY id {self.dialect.byte_order}")
             for row in cursor.fetchall():
                 yield name, str(row[0]), str(row[1])
-
-
-def _broken(error: Exception) -> bool:
-    import psycopg
-
-    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
