@@ -1,5 +1,6 @@
 """The tools of the kill tests: real `outdial` processes, a steady load of confirmed
-commands, a tap on `outdial.events`, and what the event store holds afterwards."""
+commands, a tap on `outdial.events`, and what the store holds afterwards (the
+events, the receipts, the read model and the relay's position)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,15 @@ from eventsourcing.persistence import Notification
 
 from services.command.application import OutdialApplication
 from services.command.domain import OutdialTarget
-from services.command.history import is_receipt
-from services.command.relay import TRACKING_NAME as RELAY
-from services.query.read_model import (
-    NEXT,
-    PostgresReadModel,
-    ReadModelMixin,
-    SQLiteReadModel,
-)
+from services.command.legacy import is_receipt
+from services.command.receipts import RECEIPTS, Receipt, receipt_key
+from services.command.relay import RELAY
+from services.query.schema import NEXT, READ_MODEL, TARGETS, table
+from services.store import read_position, read_transaction, table_exists, write_transaction
 from shared.bus import EVENT_EXCHANGE
 from tests.expected import TEL
-from tests.fixtures import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, SECRET, Writer, purge_command_queues
 from tests.integration.processes import OUTDIAL, ReplyRecorder, start, wait_for_log
-
-SECRET = "reliability-test-secret-of-at-least-32-bytes"
 
 
 class Fleet:
@@ -178,14 +174,67 @@ async def new_outdial(recorder: ReplyRecorder) -> tuple[str, str]:
     return customer, str(recorder.replies["outdial"][0]["data"]["id"])
 
 
+BACKLOG = "backlog"  # the prefix of the names of the targets `backlog` adds
+
+
+def backlog(store_url: str, thousands: int) -> int:
+    """Events of every kind, then `thousands` x 1,000 targets (named `backlog-…`),
+    written as `outdial command` writes them (no broker): a log that takes a
+    replay, or a relay, a while. Returns the head."""
+    writer = Writer(store_url)
+    customer = str(uuid.uuid4())
+
+    def ok(type_: str, **fields: Any) -> dict[str, Any]:
+        reply = writer.send(customer, type_, **fields)
+        assert reply.status_code == 200 and reply.data is not None, reply
+        return reply.data
+
+    try:
+        for n in range(2):  # every kind of event, deleted resources included
+            o = ok("CreateOutdial", name=f"o{n}", detail="", data="")["id"]
+            made = ok(
+                "AddTargets",
+                outdial_id=o,
+                targets=[
+                    {"name": f"{BACKLOG}-o{n}-{i}", "detail": "", "data": "", "destination_0": TEL}
+                    for i in range(20)
+                ],
+            )
+            ids = [t["id"] for t in made["result"]]
+            for i, t in enumerate(ids[:10]):
+                ok("MarkTargetProgressing", outdial_id=o, target_id=t, destination_index=0)
+                ok(
+                    "UpdateTargetStatus",
+                    outdial_id=o,
+                    target_id=t,
+                    status="done" if i % 2 else "idle",
+                )
+            ok("DeleteTarget", outdial_id=o, target_id=ids[-1])
+            ok("UpdateOutdial", outdial_id=o, name="renamed", detail="d")
+            ok("UpdateOutdialCampaign", outdial_id=o, campaign_id=str(uuid.uuid4()))
+            ok("UpdateOutdialData", outdial_id=o, data="x")
+            if n == 0:
+                ok("DeleteOutdial", outdial_id=o)
+        big = ok("CreateOutdial", name="big", detail="", data="")["id"]
+        for k in range(thousands):
+            targets = [
+                {"name": f"{BACKLOG}-{k}-{i}", "detail": "", "data": "", "destination_0": TEL}
+                for i in range(1000)
+            ]
+            ok("AddTargets", outdial_id=big, targets=targets)
+        return writer.rt.head()
+    finally:
+        writer.close()
+
+
 @dataclass
 class StoredLog:
-    """The whole notification log, read back from the store."""
+    """The whole notification log and every receipt, read back from the store."""
 
     notifications: list[Notification]
     created: Counter[str]  # OutdialTarget.Created events per target name
     target_ids: dict[str, set[str]]  # target name -> ids of the targets so named
-    receipts: dict[str, list[tuple[int, Any]]]  # message_id -> (position, Recorded event)
+    receipts: dict[str, Receipt]  # by key (customer and message_id)
 
     @property
     def head(self) -> int:
@@ -193,53 +242,112 @@ class StoredLog:
 
     @property
     def events(self) -> list[Notification]:
-        """The notifications that are resources' events (not receipts)."""
+        """The notifications that are resources' events (a store of this version
+        holds no others: receipts have a table of their own)."""
         return [n for n in self.notifications if not is_receipt(n)]
+
+    def receipt(self, customer_id: str, message_id: str) -> Receipt | None:
+        return self.receipts.get(receipt_key(customer_id, message_id))
 
 
 def read_log(store_url: str) -> StoredLog:
     app = OutdialApplication.from_url(store_url)
-    log = StoredLog([], Counter(), defaultdict(set), defaultdict(list))
+    log = StoredLog([], Counter(), defaultdict(set), {})
     try:
         position = 0
         while page := app.recorder.select_notifications(position, 1000, inclusive_of_start=False):
             for notification in page:
                 log.notifications.append(notification)
+                if is_receipt(notification):
+                    continue
                 event = app.mapper.to_domain_event(notification)
                 if isinstance(event, OutdialTarget.Created):
                     name = event.name  # type: ignore[attr-defined]
                     log.created[name] += 1
                     log.target_ids[name].add(str(event.originator_id))
-                elif is_receipt(notification):
-                    message_id = event.message_id  # type: ignore[attr-defined]
-                    log.receipts[message_id].append((notification.id, event))
             position = page[-1].id
+        dialect = app.store.dialect
+        with read_transaction(app.recorder) as c:
+            c.execute(
+                "SELECT key, command, status_code, position, body, created_ids "
+                f"FROM {dialect.table(RECEIPTS)}"
+            )
+            for row in c.fetchall():
+                log.receipts[row[0]] = Receipt(
+                    row[0],
+                    row[1],
+                    int(row[2]),
+                    None if row[3] is None else int(row[3]),
+                    row[4],
+                    None if row[5] is None else orjson.loads(row[5]),
+                )
     finally:
         app.close()
     return log
 
 
 class Positions:
-    """The trackers' positions in a store, as other processes leave them."""
+    """What other processes leave in a store, read as they go: the last event, the
+    read model's and the relay's positions, and a rebuild's progress."""
 
     def __init__(self, store_url: str):
         self.app = OutdialApplication.from_url(store_url)
-        cls = SQLiteReadModel if store_url.startswith("sqlite") else PostgresReadModel
-        read_model = self.app.factory.tracking_recorder(cls)
-        assert isinstance(read_model, ReadModelMixin)
-        self.read_model = read_model
+        self.dialect = self.app.store.dialect
+        self.events = self.dialect.table(self.app.recorder.events_table_name)  # type: ignore[attr-defined]
+        self.id_column = "rowid" if self.dialect.kind == "sqlite" else "notification_id"
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Any]:
+        with read_transaction(self.app.recorder) as c:
+            yield c
+
+    def _head(self, c: Any) -> int:
+        c.execute(f"SELECT MAX({self.id_column}) FROM {self.events}")
+        return int(c.fetchone()[0] or 0)
 
     def head(self) -> int:
-        return self.app.recorder.max_notification_id() or 0
-
-    def projection(self) -> int:
-        return self.read_model.position()
-
-    def replay(self) -> int:
-        return self.read_model.variant(NEXT).position()
+        with self._read() as c:
+            return self._head(c)
 
     def relay(self) -> int:
-        return self.read_model.max_tracking_id(RELAY) or 0
+        with self._read() as c:
+            return read_position(c, self.dialect, RELAY) or 0
+
+    def outbox(self) -> int:
+        """Rows in the outbox: events stored and not yet published (and confirmed)."""
+        with self._read() as c:
+            c.execute(f"SELECT COUNT(*) FROM {self.dialect.table('outdial_outbox')}")
+            return int(c.fetchone()[0])
+
+    def read_model_and_head(self) -> tuple[int, int]:
+        """The read model's position and the last event's, as of one moment."""
+        with self._read() as c:
+            return read_position(c, self.dialect, READ_MODEL) or 0, self._head(c)
+
+    def rebuilt_rows(self) -> int | None:
+        """Target rows a rebuild has written aside so far (None: no rebuild's tables)."""
+        with self._read() as c:
+            if not table_exists(c, self.dialect, TARGETS + NEXT):
+                return None
+            c.execute(f"SELECT COUNT(*) FROM {table(self.dialect, TARGETS, NEXT)}")
+            return int(c.fetchone()[0])
+
+    def target_rows(self) -> int:
+        with self._read() as c:
+            c.execute(f"SELECT COUNT(*) FROM {table(self.dialect, TARGETS)}")
+            return int(c.fetchone()[0])
+
+    def corrupt_one_target(self) -> str:
+        """Overwrite the body of one row of the live read model; return its id."""
+        rm_targets = table(self.dialect, TARGETS)
+        with write_transaction(self.app.recorder) as c:
+            c.execute(f"SELECT MIN(id) FROM {rm_targets}")
+            target_id = str(c.fetchone()[0])
+            c.execute(
+                self.dialect.sql(f"UPDATE {rm_targets} SET body = '{{}}' WHERE id = ?"),
+                (target_id,),
+            )
+        return target_id
 
     def close(self) -> None:
         self.app.close()
@@ -301,3 +409,29 @@ class EventTap:
             if positions <= {body["position"] for _, body in self.deliveries}:
                 return
             await asyncio.sleep(0.05)
+
+
+def check_deliveries(
+    deliveries: list[tuple[str | None, dict[str, Any]]], events: list[Notification]
+) -> int:
+    """Assert CONTRACT 4's promises of what a consumer of `outdial.events` saw: every
+    stored event, no other; each repeat equal to the first delivery (message_id and
+    body); one message_id per event; per resource, first deliveries in the store's
+    order. Returns how many deliveries were repeats."""
+    stored = {n.id: n for n in events}
+    first: dict[int, tuple[str | None, dict[str, Any]]] = {}
+    order: dict[str, list[int]] = defaultdict(list)  # resource -> positions, first sightings
+    for message_id, body in deliveries:
+        position = body["position"]
+        assert position in stored, f"published {position}, which is no stored event"
+        if position in first:
+            assert (message_id, body) == first[position], "a repeat that differs"
+            continue
+        first[position] = (message_id, body)
+        assert body["data"]["id"] == str(stored[position].originator_id)
+        order[body["data"]["id"]].append(position)
+    assert set(first) == set(stored), f"never published: {sorted(set(stored) - set(first))[:20]}"
+    assert len({m for m, _ in first.values()}) == len(first), "two events, one message_id"
+    for resource, positions in order.items():
+        assert positions == sorted(positions), f"out of the store's order: {resource}"
+    return len(deliveries) - len(first)
