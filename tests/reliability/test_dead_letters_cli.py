@@ -2,7 +2,7 @@
 
 The dead letters are made the way the service makes them: junk answered 400, and
 a command whose handler fails on every attempt (a fault injected into the
-application, then mended) answered 500. A third is the copy of a command that was
+unit of work, faults.py, then mended) answered 500. A third is the copy of a command that was
 applied before, parked by hand, to show that a replay answers from the receipt.
 """
 
@@ -20,12 +20,11 @@ import aio_pika
 import orjson
 import pytest
 
-from services.command.consumer import CommandConsumer
 from shared.bus import DEAD_LETTER_QUEUE, JSON
-from tests.fixtures import AMQP_URL, purge_command_queues
+from tests.fixtures import AMQP_URL, CommandSide, command_side
 from tests.integration.processes import OUTDIAL
+from tests.reliability.faults import Faults, created_outdial_names
 from tests.reliability.rpc import Outgoing, Replies, queue_depth, take_dead_letters
-from tests.reliability.test_handler_failures import FaultyApplication
 
 pytestmark = pytest.mark.integration
 
@@ -52,23 +51,19 @@ async def until_depth(queue: str, depth: int, timeout: float = 15) -> None:
 
 
 @pytest.fixture
-async def faulty(store_url: str) -> AsyncIterator[tuple[FaultyApplication, CommandConsumer]]:
-    await purge_command_queues()
-    app = FaultyApplication.from_url(store_url)
-    assert isinstance(app, FaultyApplication)
-    app.failures, app.calls = {}, {}
-    consumer = CommandConsumer(app, AMQP_URL, prefetch=8, retry_delays=(0.05, 0.1))
-    await consumer.start()
-    yield app, consumer
-    await consumer.stop()
-    app.close()
+async def faulty(store_url: str) -> AsyncIterator[tuple[Faults, CommandSide]]:
+    faults = Faults()
+    async with command_side(
+        store_url, prefetch=8, uow_class=faults.unit_of_work, retry_delays=(0.05, 0.1)
+    ) as side:
+        yield faults, side
 
 
 async def test_list_shows_without_removing_and_replay_sends_back_once_confirmed(
-    faulty: tuple[FaultyApplication, CommandConsumer],
+    faulty: tuple[Faults, CommandSide],
 ) -> None:
-    app, _ = faulty
-    app.failures["broken"] = None
+    faults, side = faulty
+    faults.failures["broken"] = None
     customer = str(uuid.uuid4())
 
     def create(name: str) -> bytes:
@@ -128,7 +123,7 @@ async def test_list_shows_without_removing_and_replay_sends_back_once_confirmed(
         assert await queue_depth(DEAD_LETTER_QUEUE) == 3
 
         # replay of named ones; the fault is mended first.
-        app.failures.clear()
+        faults.failures.clear()
         replayed = await cli("replay", "--message-id", "broken-1", "--message-id", "applied-1")
         assert replayed.returncode == 0, replayed.stderr
         assert [line.split("\t")[1] for line in replayed.stdout.splitlines()] == [
@@ -141,7 +136,7 @@ async def test_list_shows_without_removing_and_replay_sends_back_once_confirmed(
         # before answers its first reply again, from its receipt.
         assert replies.arrived["broken"][1].json()["status_code"] == 200
         assert replies.one("applied-again") == first
-        assert sorted(app_names(app)) == ["applied", "broken"]
+        assert sorted(created_outdial_names(side.app)) == ["applied", "broken"]
         assert [line.split("\t")[0] for line in (await cli("list")).stdout.splitlines()] == [
             "junk-1"
         ]
@@ -164,14 +159,6 @@ async def test_list_shows_without_removing_and_replay_sends_back_once_confirmed(
         [parked] = await take_dead_letters(1, timeout=5)
         assert parked.headers["x-trace"] == "kept"
         assert parked.headers["x-outdial-dead-at"] == again[0]["dead_at"]
-
-
-def app_names(app: FaultyApplication) -> list[str]:
-    return [
-        app.repository.get(n.originator_id).name
-        for n in app.recorder.select_notifications(start=None, limit=10**9)
-        if n.topic.endswith(":Outdial.Created")
-    ]
 
 
 async def until(condition: object, timeout: float = 15) -> None:

@@ -2,9 +2,9 @@
 task while the other commands go on, then answered 500 once and dead-lettered with
 its error; a fault that passes costs only time.
 
-The fault is injected into the service's own code (an application whose
-`note_changed`, called while a command is decided, raises for one outdial name),
-on the real broker and the real stores.
+The fault is injected into the service's own code (a unit of work whose `record`,
+called while a command is decided, raises for one outdial name: faults.py), on
+the real broker and the real stores.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from typing import Any
 import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
-from eventsourcing.domain import Aggregate
 
-from services.command.application import OutdialApplication
+from services.command import receipts
 from services.command.consumer import CommandConsumer
+from services.command.handlers import Incoming, Reply
+from services.store import read_transaction
 from shared.bus import COMMAND_QUEUE
-from shared.commands import Command
-from tests.fixtures import AMQP_URL, purge_command_queues
+from tests.fixtures import CommandSide, command_side
+from tests.reliability.faults import Faults, created_outdial_names
 from tests.reliability.rpc import Outgoing, Replies, queue_depth, take_dead_letters
 
 pytestmark = pytest.mark.integration
@@ -37,31 +38,15 @@ pytestmark = pytest.mark.integration
 SAME_ATTEMPT_SECONDS = 0.3
 
 
-class FaultyApplication(OutdialApplication):
-    """The service's application, with a fault: deciding a command that changes an
-    outdial named in `failures` raises RuntimeError, that many times (None: always).
-    `calls` keeps when each such decision was made."""
-
-    failures: dict[str, int | None]
-    calls: dict[str, list[float]]
-
-    def note_changed(self, aggregates: list[Aggregate]) -> None:
-        for aggregate in aggregates:
-            name = getattr(aggregate, "name", None)
-            if name in self.failures:
-                self.calls.setdefault(name, []).append(time.monotonic())
-                left = self.failures[name]
-                if left is None or left > 0:
-                    self.failures[name] = None if left is None else left - 1
-                    raise RuntimeError(f"injected fault deciding {name!r}")
-        super().note_changed(aggregates)
-
-
 @dataclass
 class Faulty:
-    app: FaultyApplication
-    consumer: CommandConsumer
+    side: CommandSide
+    faults: Faults
     customer: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def consumer(self) -> CommandConsumer:
+        return self.side.consumer
 
     def create(self, name: str) -> bytes:
         return orjson.dumps(
@@ -75,25 +60,21 @@ class Faulty:
         )
 
     def stored_names(self) -> list[str]:
-        notifications = self.app.recorder.select_notifications(start=None, limit=10**9)
-        return [
-            self.app.repository.get(n.originator_id).name
-            for n in notifications
-            if n.topic.endswith(":Outdial.Created")
-        ]
+        return created_outdial_names(self.side.app)
+
+    def has_receipt(self, message_id: str) -> bool:
+        """Whether the store took the command as handled (a re-send would not be)."""
+        app = self.side.app
+        key = receipts.receipt_key(self.customer, message_id)
+        with read_transaction(app.recorder) as c:
+            return key in receipts.find(c, app.store.dialect, [key])
 
 
 @pytest.fixture
 async def faulty(store_url: str) -> AsyncIterator[Faulty]:
-    await purge_command_queues()
-    app = FaultyApplication.from_url(store_url)
-    assert isinstance(app, FaultyApplication)
-    app.failures, app.calls = {}, {}
-    consumer = CommandConsumer(app, AMQP_URL, prefetch=32)
-    await consumer.start()
-    yield Faulty(app, consumer)
-    await consumer.stop()
-    app.close()
+    faults = Faults()
+    async with command_side(store_url, prefetch=32, uow_class=faults.unit_of_work) as side:
+        yield Faulty(side, faults)
 
 
 def attempts(calls: Sequence[float]) -> list[tuple[float, float]]:
@@ -118,12 +99,12 @@ async def test_a_lasting_fault_is_tried_three_times_then_answered_500_and_dead_l
     faulty: Faulty, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="outdial.command")
-    faulty.app.failures["broken"] = None
+    faulty.faults.failures["broken"] = None
     began = datetime.now(UTC)
     async with Replies() as replies:
         await replies.publish(Outgoing(faulty.create("broken"), "broken", message_id="broken-1"))
         # While it waits for its next attempt, others are handled and answered.
-        await until(lambda: faulty.app.calls.get("broken"))
+        await until(lambda: faulty.faults.calls.get("broken"))
         others = [
             Outgoing(faulty.create(f"other {i}"), f"other-{i}", message_id=f"other-{i}")
             for i in range(20)
@@ -150,8 +131,8 @@ async def test_a_lasting_fault_is_tried_three_times_then_answered_500_and_dead_l
         assert replies.arrived[other.correlation_id][0].at < answered_at
 
     # Three attempts, each after its back-off.
-    spans = attempts(faulty.app.calls["broken"])
-    assert len(spans) == 3, faulty.app.calls["broken"]
+    spans = attempts(faulty.faults.calls["broken"])
+    assert len(spans) == 3, faulty.faults.calls["broken"]
     for (_, failed), (retried, _), delay in zip(
         spans[:-1], spans[1:], faulty.consumer.retry_delays, strict=True
     ):
@@ -175,13 +156,16 @@ async def test_a_lasting_fault_is_tried_three_times_then_answered_500_and_dead_l
     assert dead.headers["x-outdial-attempts"] == 3
     dead_at = datetime.fromisoformat(str(dead.headers["x-outdial-dead-at"]))
     assert began <= dead_at <= datetime.now(UTC)
-    # Nothing of it was stored; everything else was, once.
+    # Nothing of it was stored, not even its receipt (a replay of the dead letter
+    # applies it then); everything else was, once.
     assert sorted(faulty.stored_names()) == sorted(f"other {i}" for i in range(20))
+    assert not faulty.has_receipt("broken-1")
+    assert all(faulty.has_receipt(f"other-{i}") for i in range(20))
     assert await queue_depth(COMMAND_QUEUE) == 0
 
 
 async def test_a_fault_that_passes_costs_time_only(faulty: Faulty) -> None:
-    faulty.app.failures["flaky"] = 2
+    faulty.faults.failures["flaky"] = 2
     async with Replies() as replies:
         await replies.publish(Outgoing(faulty.create("flaky"), "flaky", message_id="flaky-1"))
         await replies.wait_for(["flaky"])
@@ -195,32 +179,29 @@ async def test_a_fault_that_passes_costs_time_only(faulty: Faulty) -> None:
         )
     reply = replies.one("flaky")
     assert reply["status_code"] == 200 and reply["data"]["name"] == "flaky"
-    assert len(attempts(faulty.app.calls["flaky"])) == 3
+    assert len(attempts(faulty.faults.calls["flaky"])) == 3
     assert faulty.stored_names() == ["flaky"]
+    assert faulty.has_receipt("flaky-1")
     assert await take_dead_letters(0, timeout=0) == []
 
 
 class BrokenConsumer(CommandConsumer):
     """The consumer with a bug of its own (not a handler's) for one message."""
 
-    async def _apply(self, command: Command, message_id: str | None) -> Any:
-        if message_id == "bug":
+    async def _apply(self, incoming: Incoming) -> Reply:
+        if incoming.message_id == "bug":
             raise KeyError("a bug in the consumer")
-        return await super()._apply(command, message_id)
+        return await super()._apply(incoming)
 
 
 async def test_a_bug_in_the_consumer_itself_parks_the_message(store_url: str) -> None:
     """Left unacked, such a message would hold its prefetch slot until the channel
     closed: enough of them and the consumer would take nothing more."""
-    await purge_command_queues()
-    app = OutdialApplication.from_url(store_url)
-    consumer = BrokenConsumer(app, AMQP_URL, prefetch=2)
-    await consumer.start()
     customer = str(uuid.uuid4())
     body = orjson.dumps(
         {"type": "CreateOutdial", "customer_id": customer, "name": "n", "detail": "", "data": ""}
     )
-    try:
+    async with command_side(store_url, prefetch=2, consumer_class=BrokenConsumer):
         async with Replies() as replies:
             # More of them than the prefetch: each must be settled for the next to come.
             await replies.publish_all(
@@ -232,6 +213,3 @@ async def test_a_bug_in_the_consumer_itself_parks_the_message(store_url: str) ->
         assert sorted(str(m.correlation_id) for m in dead) == [f"bug-{i}" for i in range(4)]
         assert {m.headers["x-outdial-error-type"] for m in dead} == {"KeyError"}
         assert await queue_depth(COMMAND_QUEUE) == 0
-    finally:
-        await consumer.stop()
-        app.close()

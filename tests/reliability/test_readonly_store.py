@@ -11,7 +11,8 @@ Made read-only for real, not by opening it differently:
 
 While read-only, commands are neither answered nor acked: requeued with a
 back-off, the error logged; nothing half-written (no event without its
-receipt). Once writable, each is applied exactly once.
+receipt, its read-model row or its outbox row: one transaction). Once
+writable, each is applied exactly once.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import pytest
 
-from services.command.application import OutdialApplication
+from services.bootstrap import Runtime
 from services.command.consumer import CommandConsumer
+from services.command.outbox import OUTBOX
+from services.command.receipts import RECEIPTS
+from services.query.schema import OUTDIALS, TARGETS
+from services.store import connect_postgres, parse_store_url, read_transaction
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
-from shared.store import connect_postgres, parse_store_url
-from tests.fixtures import AMQP_URL, purge_command_queues
+from tests.fixtures import purge_command_queues, settings_for
 from tests.reliability.rpc import Outgoing, Replies, queue_depth
 
 pytestmark = pytest.mark.integration
@@ -116,9 +120,29 @@ def read_only_role(store_url: str) -> Iterator[Switchable]:
             c.execute(f'DROP ROLE "{role}"')
 
 
-def topics(app: OutdialApplication) -> Counter[str]:
-    notifications = app.recorder.select_notifications(start=None, limit=10**9)
-    return Counter(n.topic.rsplit(":", 1)[1] for n in notifications)
+def topics(rt: Runtime) -> Counter[str]:
+    """Events by topic, and the rows of every table a command writes beside them."""
+    notifications = rt.app.recorder.select_notifications(start=None, limit=10**9)
+    counts = Counter(n.topic.rsplit(":", 1)[1] for n in notifications)
+    dialect = rt.store.dialect
+    with read_transaction(rt.app.recorder) as c:
+        for name in (RECEIPTS, OUTBOX, OUTDIALS, TARGETS):
+            c.execute(f"SELECT COUNT(*) FROM {dialect.table(name)}")
+            counts[name] = int(c.fetchone()[0])
+    return counts
+
+
+async def consumer_on(rt: Runtime) -> CommandConsumer:
+    """A command consumer of the runtime's, as `outdial command` starts it."""
+    consumer = CommandConsumer(
+        await rt.connection(),
+        await rt.replies(),
+        rt.new_uow,
+        prefetch=16,
+        on_stored=rt.stored_at,
+    )
+    await consumer.start()
+    return consumer
 
 
 def requeued(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -142,9 +166,8 @@ async def test_a_read_only_store_holds_commands_back_until_writable_then_applies
 ) -> None:
     caplog.set_level(logging.INFO, logger="outdial.command")
     await purge_command_queues()
-    app = OutdialApplication.from_url(switchable.url)
-    consumer = CommandConsumer(app, AMQP_URL, prefetch=16)
-    await consumer.start()
+    rt = Runtime(settings_for(switchable.url))
+    consumer = await consumer_on(rt)
     customer = str(uuid.uuid4())
     try:
         async with Replies() as replies:
@@ -160,7 +183,7 @@ async def test_a_read_only_store_holds_commands_back_until_writable_then_applies
                 message_id="setup",
             )
             outdial = made["data"]["id"]
-            before = topics(app)
+            before = topics(rt)
 
             def add_target(n: str) -> Outgoing:
                 body = {
@@ -199,27 +222,29 @@ async def test_a_read_only_store_holds_commands_back_until_writable_then_applies
             assert all(switchable.error in e for e in errors), errors
             assert all(r.levelno == logging.ERROR for r in requeued(caplog))
             assert not any(replies.arrived.get(o.correlation_id) for o in held)
-            assert topics(app) == before  # nothing half-written
+            assert topics(rt) == before  # nothing half-written
 
             # Not acked: a consumer stopped now leaves every one of them in the queue.
             await consumer.stop()
             assert await queue_depth(COMMAND_QUEUE) == len(held)
             assert await queue_depth(DEAD_LETTER_QUEUE) == 0
             assert not any(replies.arrived.get(o.correlation_id) for o in held)
-            assert topics(app) == before
+            assert topics(rt) == before
 
             # Writable again: a consumer applies each, once, and answers once.
             switchable.writable()
-            consumer = CommandConsumer(app, AMQP_URL, prefetch=16)
-            await consumer.start()
+            consumer = await consumer_on(rt)
             await replies.wait_for([o.correlation_id for o in held], timeout=60)
             for o in held:
                 assert replies.one(o.correlation_id)["status_code"] == 200
-            after = topics(app)
+            after = topics(rt)
             assert after["OutdialTarget.Created"] == before["OutdialTarget.Created"] + 4
             assert after["Outdial.Created"] == before["Outdial.Created"] + 1
-            assert after["CommandReceipt.Recorded"] == before["CommandReceipt.Recorded"] + 5
-            assert sum(after.values()) == sum(before.values()) + 10
+            assert after[RECEIPTS] == before[RECEIPTS] + 5
+            assert after[OUTDIALS] == before[OUTDIALS] + 1
+            assert after[TARGETS] == before[TARGETS] + 4
+            assert after[OUTBOX] == before[OUTBOX] + 5  # no relay here: they stay
+            assert sum(after.values()) == sum(before.values()) + 20
 
             # The running consumer also comes back by itself, without a restart.
             caplog.clear()
@@ -230,18 +255,18 @@ async def test_a_read_only_store_holds_commands_back_until_writable_then_applies
             switchable.writable()
             await replies.wait_for(["late"], timeout=60)
             assert replies.one("late")["status_code"] == 200
-            assert topics(app)["OutdialTarget.Created"] == after["OutdialTarget.Created"] + 1
+            assert topics(rt)["OutdialTarget.Created"] == after["OutdialTarget.Created"] + 1
             # Resent, every one answers its first reply again; nothing changes.
-            final = topics(app)
+            final = topics(rt)
             for o in [*held, late]:
                 again = await replies.send(
                     orjson.loads(o.body), f"{o.correlation_id}-again", message_id=o.message_id
                 )
                 assert again == replies.one(o.correlation_id)
-            assert topics(app) == final
+            assert topics(rt) == final
         assert await queue_depth(COMMAND_QUEUE) == 0
         assert await queue_depth(DEAD_LETTER_QUEUE) == 0
     finally:
         switchable.writable()
         await consumer.stop()
-        app.close()
+        await rt.close()
