@@ -31,6 +31,12 @@ class JSONFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
+    # The lines carry none of these: skip what logging would work out for each record
+    # (finding the caller walks the stack), one line being logged per command.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
     root = logging.getLogger()

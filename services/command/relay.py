@@ -3,9 +3,10 @@
 The outbox is written in the commands' own transactions (`outbox`), so a stored
 event has its messages there even if the process dies right after the commit.
 The relay reads the next page of them, publishes each with a broker confirm,
-and only then, in one transaction, records the page's last position (the
-"relay" position) and deletes the page. A crash in between publishes the page
-again: delivery is at least once, each message with a `message_id` that never
+and only then, in one transaction, records the last position published (the
+"relay" position) and deletes what it published (every half second, or when
+the outbox is empty). A crash in between publishes those messages again:
+delivery is at least once, each message with a `message_id` that never
 changes, so consumers can drop duplicates. Messages are published in the order
 of the log, so in order per resource. It needs no aggregate: the bodies were
 rendered when the events were stored.
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
@@ -29,6 +33,14 @@ log = logging.getLogger("outdial.relay")
 RELAY = "relay"
 
 
+# The relay's position is recorded (and the published rows deleted) at most this
+# often, or once this many messages were published since, or when the outbox is
+# empty: a write transaction per page would double the store's commits under
+# load. A crash in between publishes those messages again, with equal ids.
+RECORD_SECONDS = 0.5
+RECORD_MESSAGES = 2000
+
+
 class EventRelay:
     def __init__(self, app: OutdialApplication, channel: AbstractChannel, *, page_size: int = 500):
         """`channel`: a channel with publisher confirms, of the process's connection."""
@@ -37,30 +49,52 @@ class EventRelay:
         self.page_size = page_size
         self.dialect = app.store.dialect
         self._exchanges: dict[str, AbstractExchange] = {}
+        # One thread, so one reading connection (the store's readers are per thread).
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="outdial-relay")
+        self._published: int | None = None  # confirmed by the broker, maybe not recorded
+        self._recorded = 0
+        self._unrecorded = 0
+        self._recorded_at = time.monotonic()
 
     async def declare(self) -> None:
         self._exchanges[EVENT_EXCHANGE] = await self.channel.declare_exchange(
             EVENT_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
 
+    async def close(self) -> None:
+        """Record what was published, then let go of the thread."""
+        try:
+            if self._unrecorded:
+                await self._run(self._record, self._published)
+        finally:
+            self._thread.shutdown(wait=True)
+
     def position(self) -> int:
         with read_transaction(self.app.recorder) as c:
             return read_position(c, self.dialect, RELAY) or 0
 
-    def _page(self) -> list[outbox.OutboxRow]:
-        with read_transaction(self.app.recorder) as c:
-            after = read_position(c, self.dialect, RELAY) or 0
-            return outbox.page(c, self.dialect, after, self.page_size)
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
-    def _done(self, position: int) -> None:
+    def _page(self, after: int | None) -> tuple[int, list[outbox.OutboxRow]]:
+        with self.app.recorder.readers.cursor() as c:  # type: ignore[attr-defined]
+            if after is None:
+                after = read_position(c, self.dialect, RELAY) or 0
+            return after, outbox.page(c, self.dialect, after, self.page_size)
+
+    def _record(self, position: int) -> None:
         with write_transaction(self.app.recorder) as c:
             write_position(c, self.dialect, RELAY, position)
             outbox.delete_through(c, self.dialect, position)
 
     async def relay_page(self) -> int:
         """Publish the next page; return how many messages it held."""
-        rows = await asyncio.to_thread(self._page)
+        after, rows = await self._run(self._page, self._published)
+        if self._published is None:
+            self._published = self._recorded = after
         if not rows:
+            if self._unrecorded:
+                await self._record_published()
             return 0
         # Started in log order on one channel, so the broker receives them in order;
         # awaited together, so the page costs one round of confirms, not one each.
@@ -82,6 +116,15 @@ class EventRelay:
                 for row in rows
             )
         )
-        last = rows[-1].position
-        await asyncio.to_thread(self._done, last)
+        self._published = rows[-1].position
+        self._unrecorded += len(rows)
+        due = time.monotonic() - self._recorded_at >= RECORD_SECONDS
+        if due or self._unrecorded >= RECORD_MESSAGES:
+            await self._record_published()
         return len(rows)
+
+    async def _record_published(self) -> None:
+        assert self._published is not None
+        await self._run(self._record, self._published)
+        self._recorded, self._unrecorded = self._published, 0
+        self._recorded_at = time.monotonic()

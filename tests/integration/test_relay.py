@@ -146,7 +146,7 @@ async def test_the_relay_resumes_without_gaps_and_republishes_with_equal_message
         class Crashing(EventRelay):
             """Dies after the broker confirmed a page, before it is recorded."""
 
-            def _done(self, position: int) -> None:
+            def _record(self, position: int) -> None:
                 raise RuntimeError("killed")
 
         with pytest.raises(RuntimeError):
