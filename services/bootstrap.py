@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
@@ -39,14 +40,17 @@ from services.query.queries import Queries
 from services.query.writes import ReadModelWriter
 from services.store import (
     Store,
+    StoreURLError,
+    describe_store_error,
     head,
     parse_store_url,
     postgres_conninfo,
     read_position,
     read_transaction,
 )
+from shared.broker import connect
 from shared.client import OutdialClient
-from shared.config import Settings
+from shared.config import SettingError, Settings
 from shared.metrics import watch_store
 from shared.queue_consumer import Replies
 
@@ -80,12 +84,21 @@ class Runtime:
 
     @cached_property
     def store(self) -> Store:
-        return parse_store_url(self.settings.database_url)
+        try:
+            return parse_store_url(self.settings.database_url)
+        except StoreURLError as e:
+            raise SettingError("OUTDIAL_DATABASE_URL", str(e)) from e
 
     @cached_property
     def app(self) -> OutdialApplication:
-        app = OutdialApplication(self.store)
-        upgrade.prepare(app)
+        try:
+            app = OutdialApplication(self.store)
+            upgrade.prepare(app)
+        except Exception as e:
+            cause = describe_store_error(e, self.settings.database_url)
+            if cause is None:
+                raise
+            raise SettingError("OUTDIAL_DATABASE_URL", cause) from e
         queries = Queries(self.store, readers=app.recorder.readers)  # type: ignore[attr-defined]
         self.__dict__["queries"] = queries
         watch_store(lambda: head(app.recorder), queries.position, self.relay_position)
@@ -112,7 +125,7 @@ class Runtime:
     async def connection(self) -> AbstractRobustConnection:
         """The process's one AMQP connection."""
         if self._connection is None:
-            self._connection = await aio_pika.connect_robust(self.settings.amqp_url)
+            self._connection = await connect(self.settings.amqp_url)
         return self._connection
 
     async def replies(self) -> Replies:
@@ -262,8 +275,10 @@ def relay(rt: Runtime) -> Component:
 
     async def stop() -> None:
         await cancel(*tasks)
-        if event_relay is not None and not event_relay.channel.is_closed:
-            await event_relay.channel.close()
+        if event_relay is not None:
+            await event_relay.close()
+            if not event_relay.channel.is_closed:
+                await event_relay.channel.close()
 
     return Component("relay", start, stop)
 
@@ -277,6 +292,8 @@ def http_api(
     """The HTTP API and the platform's envelope listener; the timeouts cut slow
     clients off (tests shorten them)."""
     rt.app  # noqa: B018
+    # Bound now, before any component starts: a port in use is said at once.
+    sock = listening_socket(rt.settings.http_host, rt.settings.http_port)
     state: dict[str, object] = {}
     runner: web.AppRunner | None = None
 
@@ -314,9 +331,11 @@ def http_api(
             make_app(services), access_log=None, keepalive_timeout=header_timeout
         )
         await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", rt.settings.http_port).start()
+        await web.SockSite(runner, sock).start()
         state.update(bus=bus, envelope=envelope, services=services)
-        print(f"outdial: HTTP API on http://127.0.0.1:{rt.settings.http_port}/", flush=True)
+        host = rt.settings.http_host
+        shown = f"[{host}]" if ":" in host else host
+        print(f"outdial: HTTP API on http://{shown}:{rt.settings.http_port}/", flush=True)
 
     async def stop() -> None:
         if runner is not None:
@@ -334,6 +353,22 @@ def http_api(
     return Component("query", start, stop)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), family=_family(host), backlog=1024)
+    except OSError as e:
+        text = e.strerror or str(e)
+        if e.errno == errno.EADDRINUSE:
+            raise SettingError("OUTDIAL_HTTP_PORT", f"{host}:{port} is in use") from None
+        if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
+            raise SettingError("OUTDIAL_HTTP_HOST", f"cannot listen on {host}: {text}") from None
+        raise SettingError("OUTDIAL_HTTP_PORT", f"cannot listen on {host}:{port}: {text}") from None
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 COMPONENTS: dict[str, Callable[[Runtime], Component]] = {
     "command": command_consumer,
     "projector": projector,
@@ -344,9 +379,9 @@ COMPONENTS: dict[str, Callable[[Runtime], Component]] = {
 
 def replay(settings: Settings, *, check: bool) -> int:
     """`outdial replay [--check]`: the exit status is 1 when --check finds a difference."""
-    app = OutdialApplication(parse_store_url(settings.database_url))
+    rt = Runtime(settings)
+    app = rt.app  # made ready (an old store upgraded) and its errors said in one line
     try:
-        upgrade.prepare(app)
         if not check:
             replaying.rebuild(app)
             return 0

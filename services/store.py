@@ -46,6 +46,25 @@ class StoreURLError(ValueError):
     pass
 
 
+def describe_store_error(error: BaseException, url: str) -> str | None:
+    """What went wrong reaching the store at `url`, in one line, if it is the kind of
+    thing a setting causes (a bad URL, a server not listening, a folder that cannot
+    be written); None for anything else."""
+    if isinstance(error, StoreURLError):
+        return str(error)
+    parts = urlsplit(url)
+    where = parts.path[1:] if parts.scheme == "sqlite" else f"{parts.hostname}:{parts.port or 5432}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"cannot create {error.filename or where}: {error.strerror}"
+    text = " ".join(str(error).split())
+    if type(error).__module__.startswith(("psycopg", "eventsourcing", "sqlite3")):
+        if parts.scheme == "sqlite":
+            return f"cannot open the SQLite file {where}: {text}"
+        text = text.removeprefix("connection failed: ")
+        return f"cannot use the PostgreSQL database at {where}: {text}"
+    return None
+
+
 @dataclass(frozen=True)
 class Dialect:
     """What differs in the SQL of the two stores: parameters, names, collation."""
@@ -133,7 +152,7 @@ def parse_store_url(url: str) -> Store:
         if "schema" in query:
             env["POSTGRES_SCHEMA"] = query["schema"][0]
         return Store(kind="postgres", env=env)
-    raise StoreURLError(f"OUTDIAL_DATABASE_URL must be sqlite:/// or postgresql://: {url}")
+    raise StoreURLError(f"must start with sqlite:/// or postgresql://, not {url!r}")
 
 
 class ThreadReaders:

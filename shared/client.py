@@ -34,6 +34,7 @@ from aio_pika.abc import (
 from pydantic import BaseModel
 
 from shared import commands, errors
+from shared.broker import connect
 from shared.bus import COMMAND_QUEUE, JSON
 from shared.commands import TargetFields, parse_command
 from shared.config import DEFAULT_AMQP_URL
@@ -293,7 +294,7 @@ class OutdialClient(TypedCommands):
 
     async def connect(self) -> None:
         if self._connection is None:
-            self._connection = await aio_pika.connect_robust(self.amqp_url)
+            self._connection = await connect(self.amqp_url)
         self._channel = await self._connection.channel()
         # Declared here too, so a command sent before the service first starts waits for it.
         await self._channel.declare_queue(self.queue, durable=True)

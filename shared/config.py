@@ -6,8 +6,10 @@ number) fails at start with the variable's name rather than deep in a component.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from functools import cached_property
 from pathlib import Path
 
@@ -15,6 +17,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "sqlite:///./var/outdial.sqlite3"
+# HS256 with a shorter key is guessable; PyJWT 2.8 even accepts an empty one.
+MIN_SECRET_BYTES = 32
+
+
+class SettingError(Exception):
+    """A setting that cannot work: `outdial` says which and why, in one line."""
+
+    def __init__(self, setting: str, cause: str):
+        super().__init__(f"{setting}: {cause}")
+        self.setting = setting
+        self.cause = cause
 
 
 class Settings(BaseSettings):
@@ -22,6 +35,7 @@ class Settings(BaseSettings):
 
     amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = DEFAULT_DATABASE_URL
+    http_host: str = "127.0.0.1"
     http_port: int = 8080
     jwt_secret: str | None = None
     # Where the embedded default keeps its files (the SQLite store, the JWT secret).
@@ -30,22 +44,67 @@ class Settings(BaseSettings):
     prefetch: int = 64
     log_level: str = "INFO"
 
+    @property
+    def secret_file(self) -> Path:
+        return self.var_dir / "jwt.secret"
+
     @cached_property
     def secret(self) -> str:
-        """OUTDIAL_JWT_SECRET, or a random one made on first use and kept in var/."""
-        if self.jwt_secret:
-            return self.jwt_secret
-        return _stored_secret(self.var_dir / "jwt.secret")
+        """OUTDIAL_JWT_SECRET, or the one kept in var/, made at random on first use."""
+        if self.jwt_secret is not None:
+            return _long_enough(self.jwt_secret, "OUTDIAL_JWT_SECRET")
+        return _stored_secret(self.secret_file, create=True)
+
+    def existing_secret(self) -> str:
+        """The secret the service uses, never a new one (for `outdial token`: a token
+        signed with a secret the service does not have would only ever be refused)."""
+        if self.jwt_secret is not None:
+            return _long_enough(self.jwt_secret, "OUTDIAL_JWT_SECRET")
+        return _stored_secret(self.secret_file, create=False)
 
 
-def _stored_secret(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: two processes starting at once agree on one secret.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        secret = secrets.token_urlsafe(48)
-        f.write(secret + "\n")
+def _long_enough(secret: str, where: str) -> str:
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise SettingError(where, f"shorter than {MIN_SECRET_BYTES} bytes")
     return secret
+
+
+def _stored_secret(path: Path, *, create: bool) -> str:
+    if not path.exists():
+        if not create:
+            raise SettingError(
+                "OUTDIAL_JWT_SECRET",
+                f"not set, and there is no {path} here: run `outdial token` in the "
+                "directory where `outdial run` runs (it makes that file on first start), "
+                "or set OUTDIAL_JWT_SECRET",
+            )
+        _make_secret(path)
+    try:
+        secret = path.read_text().strip()
+    except OSError as e:
+        raise SettingError("OUTDIAL_VAR_DIR", f"cannot read {path}: {e.strerror}") from None
+    return _long_enough(secret, f"OUTDIAL_JWT_SECRET (kept in {path})")
+
+
+def _make_secret(path: Path) -> None:
+    """Write a new secret where none is, atomically: it is written whole to a file
+    of its own first, then linked into place, so a process starting at the same
+    moment reads either no file or the whole secret, never an empty one, and a
+    crash leaves no half-written secret behind. Of two processes racing, the first
+    link wins and both use its secret."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, draft = tempfile.mkstemp(prefix=".jwt.secret.", dir=path.parent)  # mode 0600
+    except OSError as e:
+        raise SettingError(
+            "OUTDIAL_VAR_DIR", f"cannot write the JWT secret in {path.parent}: {e.strerror}"
+        ) from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+    finally:
+        os.unlink(draft)
