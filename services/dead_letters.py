@@ -22,9 +22,10 @@ from typing import Any
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
-from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
+from shared.broker import connect
+from shared.bus import COMMAND_QUEUE, declare_dead_letter_queue
 from shared.queue_consumer import copy_of
 
 # Characters of a sender's own text (a `type`, a customer id) shown at most.
@@ -64,12 +65,18 @@ class DeadLetter:
         )
 
     def line(self) -> str:
-        """message_id, customer, type, error, time: tab-separated, "-" for none."""
+        """message_id, customer, type, error, time: tab-separated, "-" for none, each
+        on one line and without control characters (a sender's text could carry
+        terminal escape sequences)."""
         fields = [self.message_id, self.customer_id, self.type, self.error, self.dead_at]
-        return "\t".join(" ".join((f or "-").split()) for f in fields)
+        return "\t".join(_printable(" ".join((f or "-").split())) for f in fields)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _text(value: object) -> str | None:
@@ -95,14 +102,15 @@ def _sender_said(body: bytes) -> tuple[str | None, str | None]:
 
 
 @asynccontextmanager
-async def _dead_queue(amqp_url: str) -> AsyncIterator[tuple[AbstractQueue, int]]:
+async def _dead_queue(
+    amqp_url: str,
+) -> AsyncIterator[tuple[AbstractRobustConnection, AbstractQueue, int]]:
     """The dead-letter queue and how many messages it held; closing the
     connection puts back every message taken and not acked."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
-        channel = await connection.channel(on_return_raises=True)
-        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
-        yield queue, int(queue.declaration_result.message_count or 0)
+        queue = await declare_dead_letter_queue(connection)
+        yield connection, queue, int(queue.declaration_result.message_count or 0)
 
 
 async def _taken(queue: AbstractQueue, count: int) -> AsyncIterator[AbstractIncomingMessage]:
@@ -118,7 +126,7 @@ async def _taken(queue: AbstractQueue, count: int) -> AsyncIterator[AbstractInco
 
 async def list_dead_letters(amqp_url: str) -> list[DeadLetter]:
     """What the dead-letter queue holds, oldest first; it keeps every message."""
-    async with _dead_queue(amqp_url) as (queue, count):
+    async with _dead_queue(amqp_url) as (_, queue, count):
         return [DeadLetter.of(message) async for message in _taken(queue, count)]
 
 
@@ -128,12 +136,15 @@ async def replay(
 ) -> list[DeadLetter]:
     """Send the chosen dead letters back to `outdial.commands`; return them."""
     replayed = []
-    async with _dead_queue(amqp_url) as (queue, count):
+    async with _dead_queue(amqp_url) as (connection, queue, count):
+        # Confirmed, and refused when unroutable (no outdial.commands yet), before
+        # the dead one is acked.
+        publisher = await connection.channel(on_return_raises=True)
         async for message in _taken(queue, count):
             dead = DeadLetter.of(message)
             if not chosen(dead):
                 continue
-            await queue.channel.default_exchange.publish(
+            await publisher.default_exchange.publish(
                 _as_first_sent(message), routing_key=COMMAND_QUEUE, mandatory=True
             )
             await message.ack()  # only now: the broker has confirmed the copy

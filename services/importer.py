@@ -22,16 +22,19 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import orjson
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from shared import errors
 from shared.client import OutdialClient
-from shared.commands import MAX_TARGETS_PER_COMMAND, TargetFields
+from shared.commands import MAX_COMMAND_BYTES, MAX_TARGETS_PER_COMMAND, TargetFields, plain
+from shared.shapes import timestamp
 
 ADDRESS_FIELDS = ("type", "target", "target_name", "name", "detail")
 IMPORTS = uuid5(NAMESPACE_URL, "urn:outdial:import")
@@ -71,7 +74,8 @@ def read_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | Rejected]]:
             TargetFields.model_validate(fields)
         except ValidationError as e:
             reason = "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'row'}: {err['msg']}" for err in e.errors()
+                f"{'.'.join(map(str, err['loc'])) or 'row'}: {plain(err['msg'])}"
+                for err in e.errors()
             )
             yield line, Rejected(line, reason)
             continue
@@ -107,22 +111,36 @@ class Plan:
     summary: Summary
 
 
+# The JSON of one batch's targets, at most: a command is at most 16 MiB (CONTRACT 3),
+# and the rest of the command needs a little room.
+MAX_BATCH_BYTES = MAX_COMMAND_BYTES - 64 * 1024
+
+
 def plan(
-    csv_path: Path, customer_id: UUID, outdial_id: UUID, batch_size: int = MAX_TARGETS_PER_COMMAND
+    csv_path: Path,
+    customer_id: UUID,
+    outdial_id: UUID,
+    batch_size: int = MAX_TARGETS_PER_COMMAND,
+    batch_bytes: int = MAX_BATCH_BYTES,
 ) -> Plan:
-    """Read and check every row; cut the good ones into batches."""
+    """Read and check every row; cut the good ones into batches of at most
+    `batch_size` rows and `batch_bytes` bytes of JSON."""
     content = csv_path.read_bytes()
     key = f"{customer_id}/{outdial_id}/{hashlib.sha256(content).hexdigest()}"
     summary = Summary()
     batches: list[list[dict[str, Any]]] = [[]]
+    size = 0
     for _, parsed in read_rows(content.decode("utf-8-sig")):
         summary.rows += 1
         if isinstance(parsed, Rejected):
             summary.rejected.append(parsed)
             continue
-        if len(batches[-1]) == batch_size:
+        row_bytes = len(orjson.dumps(parsed)) + 1
+        if len(batches[-1]) == batch_size or (batches[-1] and size + row_bytes > batch_bytes):
             batches.append([])
+            size = 0
         batches[-1].append(parsed)
+        size += row_bytes
     return Plan(key, [b for b in batches if b], summary)
 
 
@@ -137,11 +155,14 @@ async def import_csv(
 ) -> Summary:
     planned = plan(csv_path, customer_id, outdial_id, batch_size)
     key, batches, summary = planned.key, planned.batches, planned.summary
+    # A batch sent again is answered as the first time, with the targets it made
+    # then: made before this run began, they were imported before.
+    began = timestamp(datetime.now(UTC))
     state = ImportState(csv_path, key)
     if state.done:
         print(f"import: resuming; {len(state.done)} of {len(batches)} batches were done", file=out)
     with tqdm(
-        total=sum(len(b) for b in batches), unit="row", desc="import", file=out, mininterval=0.5
+        total=sum(len(b) for b in batches), unit=" rows", desc="import", file=out, mininterval=0.5
     ) as bar:
         for number, batch in enumerate(batches):
             if number in state.done:
@@ -149,11 +170,14 @@ async def import_csv(
                 bar.update(len(batch))
                 continue
             message_id = str(uuid5(IMPORTS, f"{key}/{number}"))
-            await client.add_targets(
+            added = await client.add_targets(
                 customer_id, outdial_id, batch, message_id=message_id, timeout=60, retries=3
             )
             state.mark(number)
-            summary.imported += len(batch)
+            if all(target.tm_create < began for target in added.data.result):
+                summary.skipped += len(batch)
+            else:
+                summary.imported += len(batch)
             bar.update(len(batch))
     state.finish()
     return summary

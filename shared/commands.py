@@ -261,6 +261,11 @@ def parse_command(body: bytes | str) -> Command:
         ) from None
 
 
+def plain(msg: str) -> str:
+    """pydantic's message without its "Value error, " prefix (a validator's own words)."""
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
 def _detail(error: Any) -> dict[str, str]:
     loc = list(error["loc"])
     # The first element of a tagged union's location is the tag ("AddTarget"),
@@ -269,5 +274,5 @@ def _detail(error: Any) -> dict[str, str]:
         loc = loc[1:]
     return {
         "loc": ".".join(str(part) for part in loc)[:MAX_DETAIL_CHARS],
-        "msg": str(error["msg"])[:MAX_DETAIL_CHARS],
+        "msg": plain(str(error["msg"]))[:MAX_DETAIL_CHARS],
     }

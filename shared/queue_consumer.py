@@ -34,11 +34,17 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 RECONNECT_WAIT = 5.0
 
 
-def copy_of(message: AbstractIncomingMessage, headers: dict[str, Any] | None) -> aio_pika.Message:
-    """A persistent copy of `message`: its body and the properties a replay needs
-    (to the dead-letter queue, and back from it), with `headers` instead of its own."""
+def copy_of(
+    message: AbstractIncomingMessage,
+    headers: dict[str, Any] | None,
+    *,
+    body: bytes | None = None,
+) -> aio_pika.Message:
+    """A persistent copy of `message`: its body (or `body`) and the properties a
+    replay needs (to the dead-letter queue, and back from it), with `headers`
+    instead of its own."""
     return aio_pika.Message(
-        body=message.body,
+        body=message.body if body is None else body,
         headers=headers or None,
         content_type=message.content_type,
         content_encoding=message.content_encoding,

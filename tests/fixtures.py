@@ -21,7 +21,7 @@ from services.command.handlers import Incoming, Reply, handle
 from services.command.receipts import command_digest
 from services.command.unit_of_work import UnitOfWork
 from services.query.writes import ReadModelWriter
-from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
+from shared.bus import COMMAND_QUEUE, declare_dead_letter_queue
 from shared.commands import parse_command
 from shared.config import DEFAULT_AMQP_URL, Settings
 
@@ -31,21 +31,22 @@ SECRET = "integration-test-secret-of-at-least-32-bytes"
 
 
 async def purge_command_queues() -> None:
-    connection = await aio_pika.connect(AMQP_URL)
+    connection = await aio_pika.connect_robust(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        for name in (COMMAND_QUEUE, DEAD_LETTER_QUEUE):
-            queue = await channel.declare_queue(name, durable=True)
-            await queue.purge()
+        queue = await channel.declare_queue(COMMAND_QUEUE, durable=True)
+        await queue.purge()
+        # Declared as the service declares it (bounded), or the service's own
+        # declaration would be refused.
+        await (await declare_dead_letter_queue(connection)).purge()
 
 
 async def dead_letters() -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Take every message out of the dead-letter queue."""
-    connection = await aio_pika.connect(AMQP_URL)
+    connection = await aio_pika.connect_robust(AMQP_URL)
     taken = []
     async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        queue = await declare_dead_letter_queue(connection)
         while (message := await queue.get(fail=False, no_ack=True)) is not None:
             taken.append(message)
     return taken

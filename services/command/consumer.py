@@ -40,7 +40,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 
 from services.command.handlers import Incoming, Reply, UnitOfWorkFactory, handle_group
 from services.command.receipts import command_digest
-from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE
+from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, declare_dead_letter_queue
 from shared.commands import MAX_COMMAND_BYTES, InvalidCommand, parse_command
 from shared.errors import ErrorCode
 from shared.metrics import COMMAND_SECONDS, COMMANDS
@@ -60,6 +60,9 @@ FAILURE_RETRY_DELAYS = (0.5, 1.0)
 # a failover, a read-only role or database), which psycopg files as an internal error.
 READ_ONLY_SQL_TRANSACTION = "25006"
 
+# Bytes of the body of junk (a message that is not a command at all) kept on the
+# dead-letter queue: enough to see what it was, not a 100 MB sample.
+MAX_KEPT_JUNK = 64 * 1024
 # Bytes of a message's own headers carried to the dead-letter queue, beside ours: a
 # content header must fit in one frame (128 KiB on RabbitMQ), and one that does not
 # makes the broker close the publishing connection, the consumer's.
@@ -142,7 +145,7 @@ class CommandConsumer(QueueConsumer):
         self._store_failures = 0
 
     async def declare(self, channel: AbstractChannel) -> None:
-        await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        await declare_dead_letter_queue(self.connection)
 
     async def stop(self) -> None:
         await super().stop()
@@ -166,7 +169,9 @@ class CommandConsumer(QueueConsumer):
             )
             await self._reply(message, reply)
             if invalid.unparseable:
-                await self._dead_letter(message, "InvalidCommand", invalid.message)
+                await self._dead_letter(
+                    message, "InvalidCommand", invalid.message, keep=MAX_KEPT_JUNK
+                )
                 outcome: int | str = "dead-lettered"
             else:
                 outcome = 400
@@ -300,19 +305,28 @@ class CommandConsumer(QueueConsumer):
             log.exception("reply failed", extra={"fields": {"message_id": message.message_id}})
 
     async def _dead_letter(
-        self, message: AbstractIncomingMessage, error_type: str, error: str, *, attempts: int = 1
+        self,
+        message: AbstractIncomingMessage,
+        error_type: str,
+        error: str,
+        *,
+        attempts: int = 1,
+        keep: int | None = None,
     ) -> None:
         """Park the message on the dead-letter queue as it came (its body and the
         properties a replay needs), with what failed, how often and when in
-        `x-outdial-*` headers (see services/dead_letters.py)."""
+        `x-outdial-*` headers (see services/dead_letters.py). `keep`: at most that
+        many bytes of the body (junk nobody will replay is kept as a sample)."""
         headers = carried_headers(message.headers or {})
         headers["x-outdial-error"] = error[:4096]
         headers["x-outdial-error-type"] = error_type
         headers["x-outdial-attempts"] = attempts
         headers["x-outdial-dead-at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
-        await self.channel.default_exchange.publish(
-            copy_of(message, headers), routing_key=DEAD_LETTER_QUEUE
-        )
+        copy = copy_of(message, headers)
+        if keep is not None and len(message.body) > keep:
+            headers["x-outdial-body-bytes"] = len(message.body)
+            copy = copy_of(message, headers, body=message.body[:keep])
+        await self.channel.default_exchange.publish(copy, routing_key=DEAD_LETTER_QUEUE)
 
     @staticmethod
     def _log(

@@ -227,6 +227,12 @@ def list_body(page: Page) -> bytes:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != JSON:
+        # Only JSON: a form or text/plain is what another site's page can make a
+        # browser send with the `token` cookie (CSRF), and never a client of this API.
+        raise ApiError(
+            415, "unsupported_media_type", f"the body must be {JSON}, not {request.content_type}"
+        )
     timeout = request.app[SERVICES].body_timeout
     try:
         async with asyncio.timeout(timeout):
@@ -248,11 +254,13 @@ def message_id_of(key: str | None, command: dict[str, Any]) -> str | None:
     """The command's `message_id` for an `Idempotency-Key`: the key of this very
     request. With the key alone, the same key on another route or body would be
     answered the first request's reply (another resource, even another kind), and
-    a key over 255 bytes would not fit AMQP's message_id."""
+    a key over 255 bytes would not fit AMQP's message_id. Any bytes make a key
+    (aiohttp hands over what is not UTF-8 as surrogates)."""
     if not key:
         return None
     request = orjson.dumps(command, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(key.encode() + b"\0" + request).hexdigest()
+    raw = key.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(raw + b"\0" + request).hexdigest()
 
 
 async def send_command(request: web.Request, command: dict[str, Any]) -> web.Response:
@@ -426,8 +434,23 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(orjson.dumps(document()))
 
 
+# Every answer: nothing sniffed, nothing framed, nothing referred, and no software
+# versions for an attacker to look up.
+SECURITY_HEADERS = {
+    "Server": "outdial",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
+
 def make_app(services: Services) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors, authentication])
+    app.on_response_prepare.append(security_headers)
     app[SERVICES] = services
     r = app.router
     # `{id:[^/]+}`: every segment reaches its handler, so that `{...}` or `a{b` is a

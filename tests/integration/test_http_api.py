@@ -218,11 +218,22 @@ async def test_bad_requests(stack: Stack) -> None:
         ("GET", "/v1.0/nothing-here", None, 404, "not_found"),
         ("PATCH", path, b"{}", 405, "method_not_allowed"),
     ]
+    json_type = {"Content-Type": "application/json"}
     for method, url, data, status_wanted, code in cases:
-        status, error, headers = await stack.call(method, url, token, data=data)
+        headers = json_type if data is not None else None
+        status, error, headers = await stack.call(method, url, token, data=data, headers=headers)
         assert (status, error["error"]["code"]) == (status_wanted, code), (method, url)
         if method != "GET":  # every answer to a write carries a position
             assert int(headers["X-Outdial-Position"]) >= 0, (method, url)
+    # Writes take JSON only: a form or text/plain is what a page of another site can
+    # make a browser send with the token cookie (CSRF).
+    body = b'{"name": "", "detail": "", "data": ""}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        sent = {"Content-Type": content_type} if content_type else {}
+        status, error, _ = await stack.call(
+            "POST", "/v1.0/outdials", None, data=body, headers={**sent, "Cookie": f"token={token}"}
+        )
+        assert (status, error["error"]["code"]) == (415, "unsupported_media_type"), content_type
     status, error, _ = await stack.call(
         "POST",
         f"{path}/targets",
@@ -233,7 +244,7 @@ async def test_bad_requests(stack: Stack) -> None:
     assert error["error"]["details"] == [
         {
             "loc": "destination_0.target",
-            "msg": "Value error, a tel target must be E.164: '+' then digits only",
+            "msg": "a tel target must be E.164: '+' then digits only",
         }
     ]
     status, error, _ = await stack.call(
