@@ -1,18 +1,24 @@
-"""A steady load of confirmed commands, and what the event store says became of it."""
+"""A steady load of confirmed commands, what the event store says became of it, and
+probes of whether each component of `outdial run` is working (the restart tests)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
+import aiohttp
 import orjson
 
 from services.command.application import OutdialApplication
 from services.command.domain import OutdialTarget
+from services.query.envelope import REQUEST_QUEUE
 from shared.bus import COMMAND_QUEUE, EVENT_EXCHANGE, JSON
+from shared.client import OutdialClient
 
 
 @dataclass
@@ -160,3 +166,84 @@ async def tapped_names(url: str) -> list[str]:
             if message.routing_key == "outdialtarget_created":
                 names.append(orjson.loads(message.body)["data"]["name"])
     return names
+
+
+# ---- probes: is the component working now? ---------------------------------------
+
+
+async def answered(amqp_url: str, customer: str) -> bool:
+    """Whether the command consumer answers a fresh command now."""
+    try:
+        async with OutdialClient(amqp_url) as client:
+            reply = await client.send(
+                {
+                    "type": "CreateOutdial",
+                    "customer_id": customer,
+                    "name": "probe",
+                    "detail": "",
+                    "data": "",
+                },
+                timeout=2,
+            )
+    except Exception:  # not yet
+        return False
+    return bool(reply["status_code"] == 200)
+
+
+async def envelope_request(amqp_url: str, method: str, uri: str, timeout: float) -> Any:
+    """The platform's request envelope (as the platform's services send it), and the
+    response the envelope listener sends back."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+        correlation = str(uuid.uuid4())
+        envelope = {
+            "uri": uri,
+            "method": method,
+            "publisher": "campaign-manager",
+            "data_type": "application/json",
+        }
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                orjson.dumps(envelope),
+                content_type=JSON,
+                correlation_id=correlation,
+                reply_to=replies.name,
+            ),
+            routing_key=REQUEST_QUEUE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = await replies.get(fail=False, no_ack=True)
+            if message is not None and message.correlation_id == correlation:
+                return orjson.loads(message.body)
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"no response to {method} {uri} in {timeout} s")
+
+
+async def envelope_answered(amqp_url: str) -> bool:
+    """Whether the platform's envelope listener answers a request now."""
+    try:
+        response = await envelope_request(
+            amqp_url, "GET", f"/v1/outdials?customer_id={uuid.uuid4()}", timeout=2
+        )
+    except Exception:  # not yet
+        return False
+    return bool(response["status_code"] == 200)
+
+
+async def readyz(port: int, timeout: float = 5) -> tuple[int, Any]:
+    """(status, body) of `GET /readyz`."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(timeout)) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def ready(port: int) -> bool:
+    try:
+        return (await readyz(port, timeout=2))[0] == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False

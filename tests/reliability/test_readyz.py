@@ -1,61 +1,49 @@
-"""`/readyz` and a stuck projection: not ready while the read model is more than
-100 events behind the store *and* has not moved for the stall time
-(`OUTDIAL_READY_STALL_SECONDS`), ready again by itself once it moves.
+"""`/readyz` says whether a process can serve: not ready while its store is
+unreachable, ready again by itself once the store is back, without a restart;
+`/healthz` (alive) stays 200 all along.
 
-Run split, as deployed at scale: `outdial command` and `outdial query` with no
-projector anywhere, so the query process can only judge from the store."""
+Run split, as deployed at scale: an `outdial query` process alone, on a private
+PostgreSQL server (private_servers.py) that the test stops and starts. The
+broker's side of readiness is tested where the broker is stopped
+(test_broker_restart.py). On SQLite the store is a file of the process's own
+host: there is no server to become unreachable, so that case is not run.
+
+Ready again must mean that reads are served: after PostgreSQL has cut every
+connection (as its restart or a failover does), no read may fail once `/readyz`
+says ready. That one fails today, a known service bug (each HTTP read thread
+keeps its broken connection, and its first read answers 500), so it is marked
+xfail, strictly: it turns red once the bug is fixed, for the mark to go.
+
+(Readiness no longer looks at a projection's lag, and the settings
+OUTDIAL_READY_LAG_EVENTS / OUTDIAL_READY_STALL_SECONDS are gone: the read model is
+written in the commands' own transactions, so its position is always the
+store's, and there is no lag to judge.)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from services.query.readiness import ProjectionWatch
-from tests.integration.processes import ReplyRecorder, free_port
-from tests.reliability.fleet import SteadyLoad, fleet, new_outdial
+from services.store import connect_postgres, parse_store_url
+from shared import tokens
+from tests.fixtures import SECRET
+from tests.integration.processes import free_port
+from tests.reliability.fleet import fleet
+from tests.reliability.load import readyz
+from tests.reliability.private_servers import private_postgres
 
-STALL = 2.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_only_a_projection_far_behind_and_not_moving_is_a_problem() -> None:
-    clock = Clock()
-    watch = ProjectionWatch(lambda: 0, lambda: 0, lag_limit=100, stall_seconds=30, clock=clock)
-    assert watch.judge(0, 500) is None  # first seen now
-    clock.now = 29
-    assert watch.judge(0, 500) is None  # behind, not yet stuck long enough
-    clock.now = 30
-    problem = watch.judge(0, 500)
-    assert problem is not None and "500 events behind" in problem and "30 s" in problem
-    assert watch.judge(0, 100) is None  # stuck, but only 100 behind
-    assert watch.judge(1, 500) is None  # it moved: the stall is timed from now
-    clock.now = 59
-    assert watch.judge(1, 500) is None
-    clock.now = 60
-    assert watch.judge(1, 500) is not None
-
-
-async def readyz(port: int) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(5)) as r,
-    ):
-        return r.status, await r.json()
+pytestmark = pytest.mark.integration
 
 
 async def readyz_becomes(port: int, status: int, timeout: float) -> Any:
+    """Poll `/readyz` until it answers `status`; its body then."""
     deadline = time.monotonic() + timeout
     while True:
         answer, body = await readyz(port)
@@ -65,46 +53,78 @@ async def readyz_becomes(port: int, status: int, timeout: float) -> Any:
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.integration
-async def test_readyz_fails_while_the_projection_is_stuck_and_recovers_by_itself(
-    tmp_path: Path, store_url: str
+async def get(port: int, path: str, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}{path}", headers=headers) as r,
+    ):
+        return r.status
+
+
+async def test_a_query_process_is_not_ready_while_its_store_is_away_and_ready_once_back(
+    tmp_path: Path,
 ) -> None:
     port = free_port()
-    async with (
-        fleet(tmp_path, store_url, OUTDIAL_READY_STALL_SECONDS=str(STALL)) as children,
-        ReplyRecorder() as recorder,
-    ):
-        await children.start("command")
-        query = await children.start("query", OUTDIAL_HTTP_PORT=str(port))
-        assert (await readyz(port))[0] == 200
-        customer, outdial_id = await new_outdial(recorder)
+    token = tokens.mint(uuid.uuid4(), SECRET)
+    with private_postgres() as database:
+        store = f"{database.url}?schema=outdial"
+        async with fleet(tmp_path, store) as children:
+            query = await children.start("query", OUTDIAL_HTTP_PORT=str(port))
+            assert await readyz(port) == (200, {"status": "ready"})
+            assert await get(port, "/v1.0/outdials", token) == 200
 
-        # 41 commands: 82 notifications (events and their receipts) behind, stuck
-        # for longer than the stall time, and still ready: behind is not stuck.
-        load = SteadyLoad(recorder, customer, outdial_id, rate=200)
-        load.start(most=40)
-        await load.finish()
-        await recorder.wait_until(41)
-        await asyncio.sleep(STALL + 1)
-        assert (await readyz(port))[0] == 200
+            database.stop()
+            began = time.monotonic()
+            body = await readyz_becomes(port, 503, 10)
+            noticed = time.monotonic() - began
+            assert body["status"] == "not ready"
+            assert [p for p in body["problems"] if p.startswith("store unreachable")], body
+            assert await get(port, "/healthz") == 200  # alive: nothing to restart it for
+            # Not ready stays not ready while the store is away.
+            for _ in range(5):
+                assert (await readyz(port))[0] == 503
+                await asyncio.sleep(0.2)
 
-        # 60 more: over 100 behind, and not moving.
-        more = SteadyLoad(recorder, customer, outdial_id, rate=200, prefix="more")
-        more.start(most=60)
-        await more.finish()
-        await recorder.wait_until(101)
-        began = time.monotonic()
-        body = await readyz_becomes(port, 503, STALL + 30)
-        stalled_after = time.monotonic() - began
-        assert any("projection stalled: 202 events behind" in p for p in body["problems"]), body
-
-        # A projector appears: the same query process is ready again, by itself.
-        began = time.monotonic()
-        await children.start("projector")
-        await readyz_becomes(port, 200, 30)
-        recovered_after = time.monotonic() - began
-        assert query.poll() is None, "the query process was restarted"
+            database.start()
+            began = time.monotonic()
+            await readyz_becomes(port, 200, 20)
+            recovered = time.monotonic() - began
+            # Ready means ready: every check from now on says so.
+            for _ in range(10):
+                assert await readyz(port) == (200, {"status": "ready"})
+                await asyncio.sleep(0.1)
+            assert query.poll() is None, "the query process was restarted"
     print(
-        f"/readyz 503 {stalled_after:.1f} s after the last command ({body['problems']}), "
-        f"200 {recovered_after:.1f} s after a projector started"
+        f"/readyz 503 {noticed:.1f} s after PostgreSQL stopped ({body['problems']}), "
+        f"200 {recovered:.1f} s after it started again"
     )
+
+
+def cut_connections(store_url: str) -> int:
+    """End every session on the store's database but this one, as a restart or a
+    failover of PostgreSQL does; return how many were ended."""
+    with connect_postgres(parse_store_url(store_url)) as c:
+        rows = c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid != pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service bug: after PostgreSQL cut its connections, the first read of each "
+    "HTTP read thread answers 500 although /readyz says ready (see the report)",
+)
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+async def test_once_ready_again_every_read_is_served(tmp_path: Path, store_url: str) -> None:
+    port = free_port()
+    token = tokens.mint(uuid.uuid4(), SECRET)
+    async with fleet(tmp_path, store_url) as children:
+        await children.start("query", OUTDIAL_HTTP_PORT=str(port))
+        assert await get(port, "/v1.0/outdials", token) == 200  # a read thread connected
+        assert await asyncio.to_thread(cut_connections, store_url) > 0
+        await readyz_becomes(port, 200, 20)
+        statuses = [await get(port, "/v1.0/outdials", token) for _ in range(10)]
+        assert statuses == [200] * 10
