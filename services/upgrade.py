@@ -81,20 +81,27 @@ def move_old_receipts(app: OutdialApplication) -> int:
     """The receipts an earlier version kept as events, into the receipts table."""
     dialect = app.store.dialect
     position, moved = 0, 0
+    # Pages of a few receipts: one of an old big AddTargets holds its whole reply.
     while notifications := app.recorder.select_notifications(
-        position, PAGE, topics=[RECEIPT_TOPIC + ".Recorded"], inclusive_of_start=False
+        position, 20, topics=[RECEIPT_TOPIC + ".Recorded"], inclusive_of_start=False
     ):
         rows = []
         for n in notifications:
             event: Any = app.mapper.to_domain_event(n)
             ok = event.status_code == 200
+            reply = orjson.dumps(event.data if ok else event.error).decode()
+            body: str | None = reply
+            created = None
+            if ok and event.command_type == "AddTargets" and len(reply) > receipts.MAX_KEPT_REPLY:
+                created, body = [t["id"] for t in event.data["result"]], None
             rows.append(
                 receipts.Receipt(
                     receipts.receipt_key(event.customer_id, event.message_id),
                     None,  # the command's digest was not kept: any re-send matches
                     int(event.status_code),
                     n.id if ok else None,  # the receipt was its command's last event
-                    orjson.dumps(event.data if ok else event.error).decode(),
+                    body,
+                    created,
                 )
             )
         with write_transaction(app.recorder) as c:

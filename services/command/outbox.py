@@ -111,9 +111,17 @@ def insert(
         )
 
 
-def page(cursor: Any, dialect: Dialect, after: int, limit: int) -> list[OutboxRow]:
-    """The next rows after `after`, in order, whole events only (never some of the
-    messages of one event, so a position once published is published whole)."""
+# A page of the outbox holds at most this many bytes of bodies (and at least one
+# event): 500 events of a big AddTargets would otherwise be 200 MB in memory at once.
+PAGE_BYTES = 4 * 1024 * 1024
+
+
+def page(
+    cursor: Any, dialect: Dialect, after: int, limit: int, max_bytes: int = PAGE_BYTES
+) -> list[OutboxRow]:
+    """The next rows after `after`, in order, at most `limit` rows and about
+    `max_bytes` of bodies, whole events only (never some of the messages of one
+    event, so a position once published is published whole)."""
     cursor.execute(
         dialect.sql(
             "SELECT position, seq, exchange, routing_key, message_id, body "
@@ -121,10 +129,17 @@ def page(cursor: Any, dialect: Dialect, after: int, limit: int) -> list[OutboxRo
         ),
         (after, limit),
     )
-    rows = [
-        OutboxRow(int(r[0]), int(r[1]), r[2], r[3], r[4], bytes(r[5])) for r in cursor.fetchall()
-    ]
-    if len(rows) == limit and rows[0].position != rows[-1].position:
+    rows: list[OutboxRow] = []
+    size = 0
+    cut = False
+    for r in cursor.fetchall():
+        row = OutboxRow(int(r[0]), int(r[1]), r[2], r[3], r[4], bytes(r[5]))
+        if size >= max_bytes and row.position != rows[-1].position:
+            cut = True
+            break
+        rows.append(row)
+        size += len(row.body)
+    if (cut or len(rows) == limit) and rows[0].position != rows[-1].position:
         last = rows[-1].position
         rows = [r for r in rows if r.position != last]
     return rows

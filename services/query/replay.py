@@ -46,8 +46,12 @@ from services.store import (
     write_transaction,
 )
 
-# Rows written per transaction while rebuilding.
+# Rows written per transaction while rebuilding, and bytes of their bodies: rows
+# of targets with 64 KiB of data each must not pile up by the thousand.
 BATCH = 2000
+BATCH_BYTES = 8 * 1024 * 1024
+# Events read from the store at a time.
+FETCH = 200
 
 
 def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredEvent]:
@@ -67,7 +71,7 @@ def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredE
         with recorder.datastore.transaction(commit=False) as c:
             c.execute(statement, params)
             raw = c.sqlite_cursor  # the driver's own: eventsourcing's wrapper has no fetchmany
-            while rows := raw.fetchmany(1000):
+            while rows := raw.fetchmany(FETCH):
                 for r in rows:
                     yield StoredEvent(UUID(r[0]), r[1], r[2], r[3])
         return
@@ -77,7 +81,7 @@ def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredE
         conn.transaction(),
         conn.cursor(name="outdial_replay", row_factory=_tuple_rows) as c,
     ):
-        c.itersize = 1000
+        c.itersize = FETCH
         c.execute(statement, params)
         for r in c:
             yield StoredEvent(r[0], r[1], r[2], bytes(r[3]))
@@ -117,11 +121,13 @@ def rows_up_to(app: OutdialApplication, stop: int, bar: tqdm[Any] | None = None)
 def _write_batches(app: OutdialApplication, rows: Iterable[Any], suffix: str) -> None:
     dialect = app.store.dialect
     batch: list[Any] = []
+    size = 0
     for row in rows:
         batch.append(row)
-        if len(batch) >= BATCH:
+        size += len(row.body)
+        if len(batch) >= BATCH or size >= BATCH_BYTES:
             _write(app, dialect, batch, suffix)
-            batch = []
+            batch, size = [], 0
     if batch:
         _write(app, dialect, batch, suffix)
 
