@@ -1,10 +1,11 @@
 """The HTTP API's limits (CONTRACT 5) under hostile input, on the real service.
 
-Bodies over 1 MiB are 413, chunked or not; `page_size` over 100 is capped and
-anything but a positive integer is 400; a bulk-shaped body is 400 and adds
-nothing; a bad UUID in a path is 400, an unknown route 404, a body that is not
-a JSON object 400: every refusal in the service's JSON error shape. A client
-that sends its request head, or its body, one byte a second is cut off.
+Bodies over 1 MiB are 413, chunked or not; a body not declared JSON is 415;
+`page_size` over 100 is capped and anything but a positive integer is 400; a
+bulk-shaped body is 400 and adds nothing; a bad UUID in a path is 400, an
+unknown route 404, a body that is not a JSON object 400: every refusal in the
+service's JSON error shape. A client that sends its request head, or its body,
+one byte a second is cut off.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from shared.client import OutdialClient
 from tests.expected import TEL
 from tests.fixtures import AMQP_URL
 from tests.integration.stack import Stack, running_stack
-from tests.reliability.test_http_auth import BODIES, ROUTES, fill
+from tests.reliability.routes import BODIES, OUTDIALS, ROUTES, fill
 
 pytestmark = pytest.mark.integration
 
-OUTDIALS = "/v1.0/outdials"
 BODY_ROUTES = [(m, p) for m, p in ROUTES if m in {"POST", "PUT"}]
 ID_ROUTES = [(m, p) for m, p in ROUTES if "{id}" in p]
 # Shortened for the slow-client tests only (the service's are
@@ -47,8 +47,11 @@ async def stack(store_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
 async def call(
     stack: Stack, method: str, path: str, token: str | None, data: Any = None, **headers: str
 ) -> tuple[int, Any, dict[str, str]]:
-    """(status, JSON body, headers), asserting the body is JSON whatever the status."""
+    """(status, JSON body, headers), asserting the body is JSON whatever the status;
+    a body is sent as JSON (Content-Type) unless the headers say otherwise."""
     auth = {"Authorization": f"Bearer {token}"} if token else {}
+    if data is not None:
+        headers = {"Content-Type": "application/json", **headers}
     async with stack.http.request(
         method, stack.base + path, data=data, headers={**auth, **headers}
     ) as r:
@@ -129,6 +132,19 @@ async def test_bodies_that_are_not_a_json_object_are_400(stack: Stack) -> None:
             answer = await call(stack, method, path, token, body)
             assert_error(answer, 400, "invalid_json")
             assert int(answer[2]["X-Outdial-Position"]) >= 0
+        # Only a body declared JSON is read: a form or text/plain is what another
+        # site's page can make a browser send (CSRF). Refused before it is parsed.
+        valid = orjson.dumps(BODIES.get((method, template), {}))
+        before = store_position(stack)
+        for content_type in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/octet-stream",
+        ]:
+            answer = await call(stack, method, path, token, valid, **{"Content-Type": content_type})
+            assert_error(answer, 415, "unsupported_media_type")
+        assert store_position(stack) == before
         # An object that is not a command is the command's 400, with details.
         status, error, _ = await call(stack, method, path, token, b'{"name": 5}')
         assert (status, error["error"]["code"]) == (400, "invalid_command")
