@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from enum import Enum
 from typing import Any
 
 import aio_pika
@@ -24,6 +25,8 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aiormq import spec
+from aiormq.abc import AbstractChannel as AbstractAiormqChannel
 
 from shared.bus import JSON
 
@@ -58,6 +61,11 @@ def copy_of(
     )
 
 
+async def raw_channel(channel: AbstractChannel) -> AbstractAiormqChannel:
+    """aiormq's channel under aio-pika's (the current one, after a reconnect too)."""
+    return await channel.get_underlay_channel()
+
+
 class Replies:
     """Sends replies to whatever `reply_to` a sender chose, so that no sender's choice
     costs another sender its reply.
@@ -90,11 +98,17 @@ class Replies:
             await self._channel.close()
 
     async def send(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
-        message = aio_pika.Message(body, content_type=JSON, correlation_id=correlation_id)
         if not reply_to.startswith(DIRECT_REPLY_TO):
             assert self._channel is not None, "start() first"
-            await self._channel.default_exchange.publish(message, routing_key=reply_to)
+            # aiormq's publish, not aio-pika's: a reply is one of the few things each
+            # command costs, and aio-pika's Message and Exchange add a third to it.
+            await (await raw_channel(self._channel)).basic_publish(
+                body,
+                routing_key=reply_to,
+                properties=spec.Basic.Properties(content_type=JSON, correlation_id=correlation_id),
+            )
             return
+        message = aio_pika.Message(body, content_type=JSON, correlation_id=correlation_id)
         try:
             await self._send_direct(message, reply_to)
         except Exception:
@@ -112,6 +126,82 @@ class Replies:
         await self._direct_channel.default_exchange.publish(message, routing_key=reply_to)
 
 
+class Settle(Enum):
+    """How a message is settled once processed (in one place: `QueueConsumer`)."""
+
+    ACK = "ack"  # done: answered and, for a command, stored
+    REQUEUE = "requeue"  # not done, through no fault of its own: the broker hands it out again
+    DROP = "drop"  # never to be done (already parked elsewhere, or tried twice)
+
+
+class Acks:
+    """Acknowledges messages in delivery order, several with one `basic.ack
+    (multiple=True)`: the acks of a group of commands answered together go out as
+    one frame, at the end of the loop's turn, rather than one write each.
+
+    Only a run of messages that are all done from the oldest outstanding one on
+    is acknowledged: a message still being processed (waiting for its retry, say)
+    holds back the acks of those delivered after it, never the other way round.
+    """
+
+    def __init__(self) -> None:
+        self._outstanding: dict[int, tuple[AbstractIncomingMessage, bool]] = {}
+        self._flushing = False
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def delivered(self, message: AbstractIncomingMessage) -> None:
+        if self._outstanding:
+            oldest, _ = next(iter(self._outstanding.values()))
+            if oldest.channel is not message.channel:
+                # The channel was re-opened: what it had delivered goes back to the
+                # queue, and delivery tags start again.
+                self._outstanding.clear()
+        if message.delivery_tag is not None:
+            self._outstanding[message.delivery_tag] = (message, False)
+
+    def done(self, message: AbstractIncomingMessage) -> None:
+        if message.delivery_tag in self._outstanding:
+            self._outstanding[message.delivery_tag] = (message, True)
+            self._flush_soon()
+
+    def forget(self, message: AbstractIncomingMessage) -> None:
+        """Settled otherwise (nacked, rejected)."""
+        if self._outstanding.pop(message.delivery_tag or -1, None) is not None:
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        last = None
+        while self._outstanding:
+            tag, (message, done) = next(iter(self._outstanding.items()))
+            if not done:
+                break
+            del self._outstanding[tag]
+            last = message
+        if last is not None:
+            task = asyncio.ensure_future(self._ack(last))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def drain(self) -> None:
+        """Send what is due (before the channel closes)."""
+        await asyncio.sleep(0)  # the flush scheduled by the last `done`
+        while self._sending:
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
+
+    @staticmethod
+    async def _ack(message: AbstractIncomingMessage) -> None:
+        try:
+            await message.ack(multiple=True)
+        except Exception:  # the channel is gone: the broker redelivers, receipts answer
+            log.warning("could not ack", exc_info=True)
+
+
 class QueueConsumer:
     queue_name: str
 
@@ -124,6 +214,7 @@ class QueueConsumer:
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+        self._acks = Acks()
 
     @property
     def channel(self) -> AbstractChannel:
@@ -151,19 +242,20 @@ class QueueConsumer:
                 log.warning("could not cancel the consumer", exc_info=True)
         while self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+        await self._acks.drain()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
         log.info("stopped", extra={"fields": {"queue": self.queue_name}})
 
-    async def process(self, message: AbstractIncomingMessage) -> None:
-        """Handle one message and ack it (or leave it for redelivery)."""
+    async def process(self, message: AbstractIncomingMessage) -> Settle:
+        """Handle one message; say how to settle it."""
         raise NotImplementedError
 
-    async def give_up(self, message: AbstractIncomingMessage, error: Exception) -> None:
+    async def give_up(self, message: AbstractIncomingMessage, error: Exception) -> Settle:
         """`process` raised: settle the message so that it does not hold a prefetch
         slot until the channel closes (enough of them would stall the consumer).
         Tried once more, then dropped: a message that always breaks must not loop."""
-        await message.reject(requeue=not message.redelivered)
+        return Settle.DROP if message.redelivered else Settle.REQUEUE
 
     async def publish_reply(self, message: AbstractIncomingMessage, body: bytes) -> None:
         """Answer to `reply_to`, if the sender asked for an answer."""
@@ -176,17 +268,32 @@ class QueueConsumer:
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
+        self._acks.delivered(message)
         try:
-            await self.process(message)
-        except Exception as e:
-            log.exception(
-                "processing a message failed",
-                extra={"fields": {"queue": self.queue_name, "message_id": message.message_id}},
-            )
-            if not message.processed:
-                try:
-                    await self.give_up(message, e)
-                except Exception:  # the channel is gone: the broker redelivers the message
-                    log.exception("could not settle the message")
+            try:
+                settle = await self.process(message)
+            except Exception as e:
+                log.exception(
+                    "processing a message failed",
+                    extra={"fields": {"queue": self.queue_name, "message_id": message.message_id}},
+                )
+                settle = await self.give_up(message, e)
+            await self._settle(message, settle)
+        except Exception:  # the channel is gone: the broker redelivers the message
+            log.exception("could not settle the message")
         finally:
             self._in_flight.discard(task)
+
+    async def _settle(self, message: AbstractIncomingMessage, settle: Settle | None) -> None:
+        """Where every message is settled, once (`None`: as ACK)."""
+        if message.processed:  # settled by `process` itself
+            self._acks.forget(message)
+            return
+        if settle is None or settle is Settle.ACK:
+            self._acks.done(message)
+            return
+        self._acks.forget(message)
+        if settle is Settle.REQUEUE:
+            await message.nack(requeue=True)
+        else:
+            await message.reject(requeue=False)

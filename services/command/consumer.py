@@ -44,7 +44,7 @@ from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, declare_dead_letter_que
 from shared.commands import MAX_COMMAND_BYTES, InvalidCommand, parse_command
 from shared.errors import ErrorCode
 from shared.metrics import COMMAND_SECONDS, COMMANDS
-from shared.queue_consumer import QueueConsumer, Replies, copy_of
+from shared.queue_consumer import QueueConsumer, Replies, Settle, copy_of
 
 log = logging.getLogger("outdial.command")
 
@@ -151,16 +151,15 @@ class CommandConsumer(QueueConsumer):
         await super().stop()
         self._writer.shutdown(wait=True)
 
-    async def process(self, message: AbstractIncomingMessage) -> None:
+    async def process(self, message: AbstractIncomingMessage) -> Settle:
         started = time.perf_counter()
         command_type: str | None = None
         if len(message.body) > MAX_COMMAND_BYTES:
             # Refused before parsing: parsing 100 MB of targets would hold the
             # writer and the memory of every process the command reaches.
             await self._reply(message, TOO_LARGE)
-            await message.ack()
             self._log(message, command_type, 413, started)
-            return
+            return Settle.ACK
         try:
             command = parse_command(message.body)
         except InvalidCommand as invalid:
@@ -175,9 +174,8 @@ class CommandConsumer(QueueConsumer):
                 outcome: int | str = "dead-lettered"
             else:
                 outcome = 400
-            await message.ack()
             self._log(message, command_type, outcome, started)
-            return
+            return Settle.ACK
 
         command_type = command.type
         try:
@@ -198,9 +196,8 @@ class CommandConsumer(QueueConsumer):
                 },
             )
             await asyncio.sleep(delay)
-            await message.nack(requeue=True)
             self._log(message, command_type, "requeued", started)
-            return
+            return Settle.REQUEUE
         except CommandFailed as failed:
             log.error(
                 "command failed; dead-lettered",
@@ -217,21 +214,20 @@ class CommandConsumer(QueueConsumer):
             await self._dead_letter(
                 message, type(failed.error).__name__, str(failed), attempts=failed.attempts
             )
-            await message.ack()
             self._log(message, command_type, "dead-lettered", started)
-            return
+            return Settle.ACK
         self._store_failures = 0
         if reply.position is not None:
             self.on_stored(reply.position)
         await self._reply(message, reply)
-        await message.ack()
         self._log(message, command_type, reply.status_code, started)
+        return Settle.ACK
 
-    async def give_up(self, message: AbstractIncomingMessage, error: Exception) -> None:
+    async def give_up(self, message: AbstractIncomingMessage, error: Exception) -> Settle:
         """Processing itself broke (not a handler): park the message with the error
         rather than drop it; its sender may have had a reply or not."""
         await self._dead_letter(message, type(error).__name__, describe(error))
-        await message.ack()
+        return Settle.ACK
 
     async def _apply(self, incoming: Incoming) -> Reply:
         """The command's reply, trying again after a back-off while its handler fails

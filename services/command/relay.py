@@ -22,11 +22,13 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from aiormq import spec
 
 from services.command import outbox
 from services.command.application import OutdialApplication
 from services.store import read_position, read_transaction, write_position, write_transaction
 from shared.bus import EVENT_EXCHANGE, JSON
+from shared.queue_consumer import raw_channel
 
 log = logging.getLogger("outdial.relay")
 
@@ -98,24 +100,29 @@ class EventRelay:
             return 0
         # Started in log order on one channel, so the broker receives them in order;
         # awaited together, so the page costs one round of confirms, not one each.
-        await asyncio.gather(
+        # aiormq's publish, not aio-pika's: every event costs one, and aio-pika's
+        # Message and Exchange add a third to it. Not mandatory: an event no queue is
+        # bound for is not an error (publish/subscribe).
+        channel = await raw_channel(self.channel)
+        confirms = await asyncio.gather(
             *(
-                self._exchanges[row.exchange].publish(
-                    aio_pika.Message(
-                        row.body,
-                        content_type=JSON,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        message_id=row.message_id,
-                        type=row.routing_key,
-                    ),
+                channel.basic_publish(
+                    row.body,
+                    exchange=row.exchange,
                     routing_key=row.routing_key,
-                    # An event no queue is bound for is not an error (publish/subscribe);
-                    # mandatory would have the broker send each such one back.
-                    mandatory=False,
+                    properties=spec.Basic.Properties(
+                        content_type=JSON,
+                        delivery_mode=2,
+                        message_id=row.message_id,
+                        message_type=row.routing_key,
+                    ),
                 )
                 for row in rows
             )
         )
+        for confirm in confirms:
+            if not isinstance(confirm, spec.Basic.Ack):
+                raise RuntimeError(f"the broker did not take an event: {confirm}")
         self._published = rows[-1].position
         self._unrecorded += len(rows)
         due = time.monotonic() - self._recorded_at >= RECORD_SECONDS
