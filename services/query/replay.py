@@ -19,11 +19,13 @@ snapshot with the live rows, and compares them row for row.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -33,30 +35,34 @@ from tqdm import tqdm
 from services.command.application import OutdialApplication
 from services.command.domain import Outdial, OutdialTarget
 from services.command.legacy import RECEIPT_TOPIC
-from services.query import schema
+from services.query import event_rows, schema
+from services.query.event_rows import StoredRow
 from services.query.queries import Queries
 from services.query.schema import CHECK, NEXT, READ_MODEL
 from services.query.writes import OutdialRow, TargetRow, outdial_row, target_row, write_rows
 from services.store import (
     Dialect,
     head,
+    postgres_conninfo,
     read_position,
     read_transaction,
     write_position,
     write_transaction,
 )
 
-# Rows written per transaction while rebuilding, and bytes of their bodies: rows
-# of targets with 64 KiB of data each must not pile up by the thousand.
-BATCH = 2000
-BATCH_BYTES = 8 * 1024 * 1024
+# Rows loaded per transaction while rebuilding, and bytes of their bodies: few
+# transactions, but rows of targets with 64 KiB of data each must not pile up in
+# memory by the ten thousand.
+BATCH = 20_000
+BATCH_BYTES = 32 * 1024 * 1024
 # Events read from the store at a time.
 FETCH = 200
 
 
-def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredEvent]:
-    """Every stored event up to position `stop`, aggregate by aggregate, each
-    aggregate's in version order (the events table's primary key)."""
+def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredRow]:
+    """Every stored event up to position `stop` as (originator_id, version, topic,
+    state), aggregate by aggregate, each aggregate's in version order (the events
+    table's primary key)."""
     recorder: Any = app.recorder
     dialect = app.store.dialect
     events = dialect.table(recorder.events_table_name)
@@ -72,19 +78,26 @@ def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredE
             c.execute(statement, params)
             raw = c.sqlite_cursor  # the driver's own: eventsourcing's wrapper has no fetchmany
             while rows := raw.fetchmany(FETCH):
-                for r in rows:
-                    yield StoredEvent(UUID(r[0]), r[1], r[2], r[3])
+                yield from rows
         return
-    # A server-side cursor: a million events are streamed, not loaded at once.
+    # COPY out: a million events streamed, not loaded at once, and without the round
+    # trip per page a server-side cursor makes.
+    from psycopg import sql
+
+    query = sql.SQL(
+        "COPY (SELECT originator_id, originator_version, topic, state FROM {} "
+        "WHERE notification_id <= {} AND topic NOT LIKE {} "
+        "ORDER BY originator_id, originator_version) TO STDOUT"
+    ).format(sql.SQL(events), sql.Literal(stop), sql.Literal(RECEIPT_TOPIC + ".%"))
     with (
         recorder.datastore.get_connection() as conn,
         conn.transaction(),
-        conn.cursor(name="outdial_replay", row_factory=_tuple_rows) as c,
+        conn.cursor() as c,
+        c.copy(query) as copy,
     ):
-        c.itersize = FETCH
-        c.execute(statement, params)
-        for r in c:
-            yield StoredEvent(r[0], r[1], r[2], bytes(r[3]))
+        copy.set_types(["uuid", "int8", "text", "bytea"])
+        for r in copy.rows():
+            yield r[0], r[1], r[2], bytes(r[3])
 
 
 def _tuple_rows(cursor: Any) -> Any:
@@ -102,34 +115,94 @@ def _row_of(aggregate: Aggregate | None) -> OutdialRow | TargetRow | None:
 
 
 def rows_up_to(app: OutdialApplication, stop: int, bar: tqdm[Any] | None = None) -> Iterator[Any]:
-    """The row of every resource as of position `stop`."""
+    """The row of every resource as of position `stop`: folded from the events'
+    JSON (`event_rows`), or, for events it does not know, through the aggregate."""
     to_event = app.mapper.to_domain_event
-    aggregate: Any = None
-    for stored in _events_by_aggregate(app, stop):
-        if aggregate is not None and aggregate.id != stored.originator_id:
-            if (row := _row_of(aggregate)) is not None:
-                yield row
-            aggregate = None
-        event: Any = to_event(stored)
-        aggregate = event.mutate(aggregate)
+
+    def through_aggregate(group: list[StoredRow]) -> OutdialRow | TargetRow | None:
+        aggregate: Any = None
+        for originator_id, version, topic, state in group:
+            stored = StoredEvent(UUID(str(originator_id)), version, topic, state)
+            aggregate = cast(Any, to_event(stored)).mutate(aggregate)
+        return _row_of(aggregate)
+
+    def counted(events: Iterator[StoredRow]) -> Iterator[StoredRow]:
+        n = 0
+        for n, event in enumerate(events, start=1):
+            if bar is not None and n % 1000 == 0:
+                bar.update(1000)
+            yield event
         if bar is not None:
-            bar.update(1)
-    if (row := _row_of(aggregate)) is not None:
-        yield row
+            bar.update(n % 1000)
+
+    yield from event_rows.fold(counted(_events_by_aggregate(app, stop)), through_aggregate)
 
 
 def _write_batches(app: OutdialApplication, rows: Iterable[Any], suffix: str) -> None:
-    dialect = app.store.dialect
-    batch: list[Any] = []
-    size = 0
-    for row in rows:
-        batch.append(row)
-        size += len(row.body)
-        if len(batch) >= BATCH or size >= BATCH_BYTES:
-            _write(app, dialect, batch, suffix)
-            batch, size = [], 0
-    if batch:
-        _write(app, dialect, batch, suffix)
+    """Load rows into the empty `suffix` tables, in large transactions on a
+    connection of the load's own: on SQLite, plain INSERTs (each resource comes
+    once) with `synchronous=NORMAL` (WAL stays consistent; the swap's own commit
+    makes all of it durable); on PostgreSQL, COPY."""
+    with _loader(app, suffix) as load:
+        batch: list[Any] = []
+        size = 0
+        for row in rows:
+            batch.append(row)
+            size += len(row.body)
+            if len(batch) >= BATCH or size >= BATCH_BYTES:
+                load(batch)
+                batch, size = [], 0
+        if batch:
+            load(batch)
+
+
+@contextlib.contextmanager
+def _loader(app: OutdialApplication, suffix: str) -> Iterator[Callable[[list[Any]], None]]:
+    store = app.store
+    dialect = store.dialect
+    tables = {
+        OutdialRow: (schema.table(dialect, schema.OUTDIALS, suffix), OutdialRow._fields),
+        TargetRow: (schema.table(dialect, schema.TARGETS, suffix), TargetRow._fields),
+    }
+    if store.kind == "sqlite":
+        connection = sqlite3.connect(store.path, isolation_level=None)
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA busy_timeout = 30000")
+
+        def insert(rows: list[Any]) -> None:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for kind, (name, fields) in tables.items():
+                    of_kind: list[Any] = [r for r in rows if type(r) is kind]
+                    if of_kind:
+                        marks = ", ".join("?" * len(fields))
+                        connection.executemany(
+                            f"INSERT INTO {name} ({', '.join(fields)}) VALUES ({marks})", of_kind
+                        )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+        try:
+            yield insert
+        finally:
+            connection.close()
+        return
+    import psycopg
+
+    with psycopg.connect(postgres_conninfo(store)) as pg:
+
+        def copy(rows: list[Any]) -> None:
+            with pg.transaction(), pg.cursor() as c:
+                for kind, (name, fields) in tables.items():
+                    of_kind: list[Any] = [r for r in rows if type(r) is kind]
+                    if of_kind:
+                        with c.copy(f"COPY {name} ({', '.join(fields)}) FROM STDIN") as stream:
+                            for row in of_kind:
+                                stream.write_row(row)
+
+        yield copy
 
 
 def _write(app: OutdialApplication, dialect: Dialect, rows: list[Any], suffix: str) -> None:
