@@ -32,9 +32,9 @@ from services.command.application import OutdialApplication
 from services.command.consumer import CommandConsumer
 from services.command.relay import RELAY, EventRelay
 from services.command.unit_of_work import UnitOfWork
+from services.gateway.envelope import EnvelopeListener
+from services.gateway.http import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, Services, make_app
 from services.query import replay as replaying
-from services.query.api import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, Services, make_app
-from services.query.envelope import EnvelopeListener
 from services.query.positions import PositionBoard, follow_by_polling, listen
 from services.query.queries import Queries
 from services.query.writes import ReadModelWriter
@@ -324,7 +324,7 @@ def http_api(
         services.readiness += [store_reachable, broker_reachable]
         rt.board.advance(rt.head())
         rt.watch_other_processes()
-        envelope = EnvelopeListener(connection, await rt.replies(), rt.queries, bus)
+        envelope = EnvelopeListener(connection, await rt.replies(), services.backend)
         await envelope.start()
         # aiohttp's keep-alive timer runs from the connect too: it is the header timeout.
         runner = web.AppRunner(
@@ -354,6 +354,10 @@ def http_api(
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise SettingError("OUTDIAL_HTTP_HOST", f"cannot listen on {host}: {e.strerror}") from None
     try:
         return socket.create_server((host, port), family=_family(host), backlog=1024)
     except OSError as e:

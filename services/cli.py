@@ -12,6 +12,7 @@ import sys
 import traceback
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -56,6 +57,11 @@ def _version() -> str:
         return "unknown"
 
 
+def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose help is its description too, for `outdial NAME --help`."""
+    return sub.add_parser(name, help=help, description=help)  # type: ignore[no-any-return]
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="outdial",
@@ -65,38 +71,44 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"outdial {_version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser(
+    _command(
+        sub,
         "run",
         help="every component in one process: the command consumer, the relay, the HTTP "
         "API and the platform's envelope listener (the embedded default)",
     )
-    sub.add_parser("command", help="the command consumer alone (outdial.commands)")
-    sub.add_parser(
+    _command(sub, "command", help="the command consumer alone (outdial.commands)")
+    _command(
+        sub,
         "projector",
         help="the read model's keeper alone: commands write the read model themselves; "
         "this brings an old or missing one up to the events and checks it stays so",
     )
-    sub.add_parser("relay", help="the relay of stored events to RabbitMQ alone")
-    sub.add_parser(
+    _command(sub, "relay", help="the relay of stored events to RabbitMQ alone")
+    _command(
+        sub,
         "query",
         help="the HTTP API and the platform's envelope listener "
         "(bin-manager.outdial-manager.request)",
     )
-    replay = sub.add_parser("replay", help="rebuild the read model from the event store")
+    replay = _command(sub, "replay", help="rebuild the read model from the event store")
     replay.add_argument(
         "--check",
         action="store_true",
         help="rebuild aside and report every difference from the live read model",
     )
-    dead = sub.add_parser(
-        "dead-letters", help="list or replay the commands on outdial.commands.dead"
+    dead = _command(
+        sub, "dead-letters", help="list or replay the commands on outdial.commands.dead"
     )
     dead_sub = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
-    dead_list = dead_sub.add_parser(
-        "list", help="one line each: message_id, customer, type, error, time; none is removed"
+    dead_list = _command(
+        dead_sub,
+        "list",
+        help="one line each: message_id, customer, type, error, time; none is removed",
     )
     dead_list.add_argument("--json", action="store_true", help="a JSON array, with every field")
-    dead_replay = dead_sub.add_parser(
+    dead_replay = _command(
+        dead_sub,
         "replay",
         help="send them back to outdial.commands as first sent; each leaves the dead queue "
         "once the broker has confirmed its copy",
@@ -108,14 +120,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="only this one (repeat for more); by default all",
     )
-    token = sub.add_parser(
+    token = _command(
+        sub,
         "token",
         help="print a JWT for a customer, for trying the API (signed with the secret the "
         "service uses; never makes one)",
     )
     token.add_argument("--customer-id", type=UUID, required=True)
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default: a day)")
-    load = sub.add_parser("import", help="bulk import of targets from CSV")
+    load = _command(sub, "import", help="bulk import of targets from CSV")
     load.add_argument("--customer-id", type=UUID, required=True)
     load.add_argument("--outdial-id", type=UUID, required=True)
     load.add_argument(

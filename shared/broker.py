@@ -3,6 +3,9 @@ connection, or one line that says which setting is wrong and why."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -10,6 +13,17 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractRobustConnection
 
 from shared.config import SettingError
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 async def connect(amqp_url: str) -> AbstractRobustConnection:
@@ -22,7 +36,8 @@ async def connect(amqp_url: str) -> AbstractRobustConnection:
     where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 5672}"
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
     try:
-        return await aio_pika.connect_robust(amqp_url, timeout=10)
+        with _quiet("aiormq.connection"):  # it logs the failure we are about to say better
+            return await aio_pika.connect_robust(amqp_url, timeout=10)
     except aiormq.exceptions.ProbableAuthenticationError:
         user = parts.username or "guest"
         cause = f"the broker at {where} refused the user {user!r} (wrong password?)"

@@ -51,14 +51,14 @@ class Settings(BaseSettings):
     @cached_property
     def secret(self) -> str:
         """OUTDIAL_JWT_SECRET, or the one kept in var/, made at random on first use."""
-        if self.jwt_secret is not None:
+        if self.jwt_secret:  # empty, as a compose file's unset `${VAR}` gives: none
             return _long_enough(self.jwt_secret, "OUTDIAL_JWT_SECRET")
         return _stored_secret(self.secret_file, create=True)
 
     def existing_secret(self) -> str:
         """The secret the service uses, never a new one (for `outdial token`: a token
         signed with a secret the service does not have would only ever be refused)."""
-        if self.jwt_secret is not None:
+        if self.jwt_secret:
             return _long_enough(self.jwt_secret, "OUTDIAL_JWT_SECRET")
         return _stored_secret(self.secret_file, create=False)
 

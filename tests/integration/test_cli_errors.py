@@ -1,0 +1,177 @@
+"""The mistakes a user makes at start end in one line that names the setting and the
+cause, and exit status 1 (CONTRACT 7); no traceback unless OUTDIAL_LOG_LEVEL=debug.
+
+Each case runs the real `outdial` console script, as a user would."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import postgres_url
+from tests.fixtures import AMQP_URL, SECRET
+from tests.integration.processes import OUTDIAL, free_port
+
+pytestmark = pytest.mark.integration
+
+CUSTOMER = "5e4a0680-804e-11ec-8477-2fea5968d85b"
+
+
+def outdial(cwd: Path, *args: str, **env: str | None) -> subprocess.CompletedProcess[str]:
+    """`outdial ARGS` in `cwd`, with working settings but those of `env` (None: unset)."""
+    settings = {
+        "OUTDIAL_AMQP_URL": AMQP_URL,
+        "OUTDIAL_DATABASE_URL": f"sqlite:///{cwd}/var/outdial.sqlite3",
+        "OUTDIAL_JWT_SECRET": SECRET,
+        "OUTDIAL_HTTP_PORT": str(free_port()),
+        **env,
+    }
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OUTDIAL_")}
+    environment |= {k: v for k, v in settings.items() if v is not None}
+    return subprocess.run(
+        [OUTDIAL, *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str], status: int = 1) -> str:
+    assert result.returncode == status, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def closed_port() -> int:
+    return free_port()  # bound a moment ago and released: nothing listens there
+
+
+@pytest.mark.parametrize(
+    "args", [["run"], ["command"], ["relay"], ["query"], ["dead-letters", "list"]]
+)
+def test_the_broker_unreachable(tmp_path: Path, args: list[str]) -> None:
+    port = closed_port()
+    line = one_line(
+        outdial(tmp_path, *args, OUTDIAL_AMQP_URL=f"amqp://guest:guest@127.0.0.1:{port}/")
+    )
+    assert line.startswith("outdial: OUTDIAL_AMQP_URL: cannot reach the broker at "), line
+    assert f"127.0.0.1:{port}" in line
+
+
+def test_an_unknown_vhost_a_wrong_password_and_a_bad_url(tmp_path: Path) -> None:
+    line = one_line(
+        outdial(tmp_path, "command", OUTDIAL_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/nope")
+    )
+    assert "OUTDIAL_AMQP_URL" in line and "virtual host 'nope'" in line, line
+    line = one_line(
+        outdial(tmp_path, "command", OUTDIAL_AMQP_URL="amqp://guest:wrong@127.0.0.1:5672/")
+    )
+    assert "OUTDIAL_AMQP_URL" in line and "refused the user 'guest'" in line, line
+    line = one_line(outdial(tmp_path, "command", OUTDIAL_AMQP_URL="http://127.0.0.1/"))
+    assert "OUTDIAL_AMQP_URL: must start with amqp://" in line, line
+
+
+def test_a_bad_or_unreachable_database(tmp_path: Path) -> None:
+    line = one_line(outdial(tmp_path, "run", OUTDIAL_DATABASE_URL="mysql://x/y"))
+    assert line.startswith("outdial: OUTDIAL_DATABASE_URL: must start with sqlite:///"), line
+    port = closed_port()
+    line = one_line(
+        outdial(
+            tmp_path, "command", OUTDIAL_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/x"
+        )
+    )
+    assert line.startswith("outdial: OUTDIAL_DATABASE_URL: cannot use the PostgreSQL"), line
+    assert f"127.0.0.1:{port}" in line
+    missing = postgres_url().rsplit("/", 1)[0] + f"/no_such_db_{uuid.uuid4().hex[:8]}"
+    line = one_line(outdial(tmp_path, "query", OUTDIAL_DATABASE_URL=missing))
+    assert "OUTDIAL_DATABASE_URL" in line and "does not exist" in line, line
+
+
+def test_an_unwritable_database_directory_and_var_directory(tmp_path: Path) -> None:
+    # As root no permission bit stops a write; a file where a folder must be does.
+    (tmp_path / "a-file").write_text("")
+    line = one_line(
+        outdial(tmp_path, "run", OUTDIAL_DATABASE_URL=f"sqlite:///{tmp_path}/a-file/x.sqlite3")
+    )
+    assert line.startswith("outdial: OUTDIAL_DATABASE_URL: cannot create "), line
+    assert "a-file" in line
+    # The JWT secret is kept in the var directory when none is set.
+    var = tmp_path / "a-file" / "var"
+    line = one_line(outdial(tmp_path, "run", OUTDIAL_VAR_DIR=str(var), OUTDIAL_JWT_SECRET=None))
+    assert line.startswith(f"outdial: OUTDIAL_VAR_DIR: cannot write the JWT secret in {var}"), line
+
+
+def test_the_http_port_in_use_is_said_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = outdial(tmp_path, "run", OUTDIAL_HTTP_PORT=str(port))
+    assert one_line(result) == f"outdial: OUTDIAL_HTTP_PORT: 127.0.0.1:{port} is in use"
+    assert "consuming" not in result.stdout + result.stderr
+
+
+def test_bad_values_of_settings(tmp_path: Path) -> None:
+    line = one_line(outdial(tmp_path, "run", OUTDIAL_HTTP_PORT="eighty"))
+    assert line.startswith("outdial: OUTDIAL_HTTP_PORT: "), line
+    line = one_line(outdial(tmp_path, "run", OUTDIAL_JWT_SECRET="short"))
+    assert line == "outdial: OUTDIAL_JWT_SECRET: shorter than 32 bytes"
+    line = one_line(outdial(tmp_path, "run", OUTDIAL_HTTP_HOST="no.such.host.invalid"))
+    assert line.startswith("outdial: OUTDIAL_HTTP_HOST: cannot listen on no.such.host.invalid"), (
+        line
+    )
+
+
+def test_a_traceback_with_debug_logging(tmp_path: Path) -> None:
+    result = outdial(tmp_path, "run", OUTDIAL_DATABASE_URL="mysql://x/y", OUTDIAL_LOG_LEVEL="debug")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("outdial: OUTDIAL_DATABASE_URL:")
+
+
+def test_token_never_makes_a_secret(tmp_path: Path) -> None:
+    """`outdial token` where no service runs: it says where the secret is looked
+    for, and makes none (a token signed with a new secret would only be refused)."""
+    line = one_line(outdial(tmp_path, "token", "--customer-id", CUSTOMER, OUTDIAL_JWT_SECRET=None))
+    assert line.startswith(
+        "outdial: OUTDIAL_JWT_SECRET: not set, and there is no var/jwt.secret"
+    ), line
+    assert not (tmp_path / "var").exists()
+
+
+def test_import_failing_at_start_exits_2_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text(
+        "name,destination_0_type,destination_0_target\na,tel,+15559876543\n"
+    )
+    result = outdial(
+        tmp_path,
+        "import",
+        "--customer-id",
+        CUSTOMER,
+        "--outdial-id",
+        str(uuid.uuid4()),
+        "t.csv",
+        OUTDIAL_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/nope",
+    )
+    line = one_line(result, status=2)
+    assert "OUTDIAL_AMQP_URL" in line and "virtual host 'nope'" in line, line
+
+
+def test_help_and_version(tmp_path: Path) -> None:
+    result = outdial(tmp_path, "--help")
+    assert result.returncode == 0
+    assert "CONTRACT" not in result.stdout
+    for setting in ("OUTDIAL_AMQP_URL", "OUTDIAL_DATABASE_URL", "OUTDIAL_HTTP_HOST"):
+        assert setting in result.stdout
+    assert "envelope" in outdial(tmp_path, "query", "--help").stdout
+    version = outdial(tmp_path, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("outdial ")
