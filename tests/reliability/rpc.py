@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Coroutine, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -85,7 +86,12 @@ class Replies:
                 out.body,
                 content_type=out.content_type,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=out.message_id,
+                # No message_id: aiormq gives the message one of its own anyway, drawn
+                # from `random`, which Hypothesis seeds alike for every example, so
+                # two such messages would share one (and the second be refused as a
+                # reuse of the key). Drawn here from the OS instead, as unique as a
+                # sender's library makes them.
+                message_id=out.message_id or uuid.uuid4().hex,
                 correlation_id=out.correlation_id,
                 reply_to=(out.reply_to or self.reply_to) if out.reply else None,
                 headers=out.headers or None,
@@ -131,11 +137,12 @@ class Replies:
 
 
 async def queue_depth(name: str, amqp_url: str = AMQP_URL) -> int:
-    """Messages ready in a queue (not those handed to a consumer and unacked)."""
+    """Messages ready in a queue (not those handed to a consumer and unacked); the
+    queue as the service declared it (passively: whatever its arguments)."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(name, durable=True)
+        queue = await channel.declare_queue(name, passive=True)
         return int(queue.declaration_result.message_count or 0)
 
 
@@ -149,7 +156,7 @@ async def take_dead_letters(
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True)
+        queue = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
         while True:
             message = await queue.get(fail=False, no_ack=True)
             if message is not None:

@@ -9,8 +9,11 @@ service's own parser):
   too long, bad UUID, bad destination, out of range); answered 400
   `invalid_command` with details, not dead-lettered;
 - junk: not JSON, not UTF-8, not an object, no known `type`, nested past any
-  parser's depth; answered 400 and dead-lettered.
-Every kind is also sent without `reply_to`, `message_id` or `content_type`.
+  parser's depth; answered 400 and dead-lettered (a big one as a sample of its
+  first 64 KiB, with its size).
+Whatever its kind, a message over 16 MiB is answered 413 `command_too_large`
+unread, and not dead-lettered. Every kind is also sent without `reply_to`,
+`message_id` (aiormq then makes one up) or `content_type`.
 Each message gets exactly one reply, never a 500; the consumer goes on serving
 and its resident memory stays bounded.
 """
@@ -36,18 +39,18 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from services.command.application import OutdialApplication
-from services.command.consumer import CommandConsumer
+from services.command.consumer import MAX_KEPT_JUNK
 from shared.bus import COMMAND_QUEUE
 from shared.commands import (
     COMMAND_TYPES,
+    MAX_COMMAND_BYTES,
     MAX_TARGETS_PER_COMMAND,
     MAX_TRY_COUNT,
     AddTargets,
     Command,
     TargetFields,
 )
-from tests.fixtures import AMQP_URL, CommandSide, purge_command_queues
+from tests.fixtures import CommandSide, command_side, purge_command_queues
 from tests.integration.processes import OUTDIAL
 from tests.reliability.rpc import (
     BackgroundLoop,
@@ -291,7 +294,12 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
     "data": not_a_string | st.none() | too_long(65536),
     **{f"destination_{i}": bad_address for i in range(5)},
     **{f"max_try_count_{i}": bad_count for i in range(5)},
-    "try_interval_ms": st.one_of(bad_count, st.integers(min_value=365 * 24 * 3600 * 1000 + 1)),
+    # Not bad_count: a count past MAX_TRY_COUNT is a fine interval (up to a year).
+    "try_interval_ms": st.one_of(
+        st.integers(max_value=-1),
+        st.integers(min_value=365 * 24 * 3600 * 1000 + 1),
+        st.sampled_from(["3", 1.5, True, None, [], {}]),
+    ),
     "destination_index": st.one_of(
         st.integers(max_value=-1), st.integers(min_value=5), st.sampled_from(["0", None, 0.5])
     ),
@@ -517,7 +525,11 @@ CONFLICTS = {
 
 def check_reply(kind: str, body: bytes, reply: dict[str, Any]) -> None:
     status = reply.get("status_code")
-    what = (kind, body[:300], reply)
+    what = (kind, len(body), body[:300], reply)
+    if len(body) > MAX_COMMAND_BYTES:  # refused unread, whatever it holds
+        assert status == 413, what
+        assert reply["error"]["code"] == "command_too_large", what
+        return
     if kind == "valid":
         assert status in (200, 404, 409), what
         if status == 200:
@@ -663,8 +675,13 @@ def test_hostile_messages_are_answered_and_serving_goes_on(
             assert last["status_code"] == 200, last
             rss_after, rss_peak = rss_kib(process.pid)
 
-            # Every junk message, with reply_to or without, and nothing else, is dead-lettered.
-            junk_ids = {cid for cid, (kind, _, _) in sent.items() if kind == "junk"}
+            # Every junk message (not refused unread for its size), with reply_to or
+            # without, and nothing else, is dead-lettered.
+            junk_ids = {
+                cid
+                for cid, (kind, body, _) in sent.items()
+                if kind == "junk" and len(body) <= MAX_COMMAND_BYTES
+            }
             dead = background.run(take_dead_letters(len(junk_ids)))
             dead_ids = Counter(m.correlation_id for m in dead)
             unexpected = [sent[c][:2] for c in set(dead_ids) - junk_ids]
@@ -673,7 +690,10 @@ def test_hostile_messages_are_answered_and_serving_goes_on(
             assert not missing, missing[:5]
             assert max(dead_ids.values()) == 1
             for m in dead:
-                assert m.body == sent[m.correlation_id or ""][1]
+                body = sent[m.correlation_id or ""][1]
+                assert m.body == body[:MAX_KEPT_JUNK]
+                if len(body) > MAX_KEPT_JUNK:
+                    assert m.headers["x-outdial-body-bytes"] == len(body)
                 assert m.headers["x-outdial-error-type"] == "InvalidCommand"
             # Exactly one reply each: none late, none twice, none to the unasked.
             asked = {cid for cid, (_, _, props) in sent.items() if props["reply"]}
@@ -867,20 +887,17 @@ async def test_a_forged_reply_to_or_huge_headers_do_not_stop_the_consumer(
         await replies.wait_for([f"plain-{i}" for i in range(20)] + ["huge"])
         assert all(replies.one(f"plain-{i}")["status_code"] == 200 for i in range(20))
         assert replies.one("huge")["status_code"] == 400
-        # Applied once each, and not coming back: resent, they answer from their receipts.
-        for i in range(3):
-            r = await replies.send(
-                {
-                    "type": "CreateOutdial",
-                    "customer_id": customer,
-                    "name": f"forged {i}",
-                    "detail": "",
-                    "data": "",
-                },
-                f"forged-{i}-again",
-                message_id=f"forged-{i}",
-            )
-            assert r["status_code"] == 200, r
+        # Applied once each, and not coming back: resent (the same bytes, under the
+        # same message_id), they answer from their receipts.
+        again = [
+            Outgoing(create(f"forged {i}"), f"forged-{i}-again", message_id=f"forged-{i}")
+            for i in range(3)
+        ]
+        await replies.publish_all(again)
+        await replies.wait_for([o.correlation_id for o in again])
+        for i, o in enumerate(again):
+            r = replies.one(o.correlation_id)
+            assert (r["status_code"], r["data"]["name"]) == (200, f"forged {i}"), r
     names = Counter(
         o.name
         for o in (
@@ -903,10 +920,8 @@ async def test_a_valid_command_of_megabytes_is_stored(store_url: str) -> None:
     """100 targets of 64 KiB of data each: 6.5 MB of events in one insert, which
     once deadlocked the writer for good in psycopg's pipeline on PostgreSQL. (Its
     own consumer, stopped with a deadline: a hung writer would hang the stop.)"""
-    await purge_command_queues()
-    app = OutdialApplication.from_url(store_url)
-    consumer = CommandConsumer(app, AMQP_URL, prefetch=8)
-    await consumer.start()
+    side = command_side(store_url, prefetch=8)
+    await side.__aenter__()
     customer = str(uuid.uuid4())
     try:
         async with Replies() as replies:
@@ -927,5 +942,4 @@ async def test_a_valid_command_of_megabytes_is_stored(store_url: str) -> None:
             after = await replies.send(command_for("CreateOutdial", customer, "", ""), "after")
             assert after["status_code"] == 200
     finally:
-        await asyncio.wait_for(consumer.stop(), 30)
-        app.close()
+        await asyncio.wait_for(side.__aexit__(None, None, None), 30)

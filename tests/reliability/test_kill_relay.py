@@ -4,10 +4,10 @@ once, first in the store's order per resource, and a repeated event only with an
 equal `message_id` and body (CONTRACT 4); the outbox ends empty.
 
 The relay reads the outbox, which the commands fill in their own transactions;
-it publishes a page, and only once the broker has confirmed it records the
-page's last position and deletes the page. Each kill here lands between the two
-(the tap has an event the relay has not recorded), so the next relay must
-publish that page again.
+it publishes page after page, and only once the broker has confirmed them does
+it record the last position published and delete what it published (now and
+then). Each kill here lands between the two (the tap has an event the relay has
+not recorded), so the next relay must publish those events again.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from services.command.relay import EventRelay
+from services.command import relay as relaying
 from tests.integration.processes import ReplyRecorder
 from tests.reliability.fleet import (
     BACKLOG,
@@ -34,8 +34,12 @@ from tests.reliability.fleet import (
 
 pytestmark = pytest.mark.integration
 
-# Outbox rows the relay publishes before it records its position (its default).
-PAGE = EventRelay.__init__.__kwdefaults__["page_size"]
+# Outbox rows the relay reads at a time, and publishes at most before it records
+# its position (the service's own).
+PAGE = relaying.EventRelay.__init__.__kwdefaults__["page_size"]
+RECORDED_AFTER = relaying.RECORD_MESSAGES
+# Events each relay started here needs ahead of it: to record once, then publish more.
+AHEAD = RECORDED_AFTER + 2 * PAGE
 
 
 async def test_a_relay_killed_mid_stream_publishes_every_stored_event_in_order(
@@ -44,7 +48,7 @@ async def test_a_relay_killed_mid_stream_publishes_every_stored_event_in_order(
     kills = 3 * scale
     # A backlog in the outbox before any relay runs, so that each relay starts
     # with pages to publish one after another.
-    await asyncio.to_thread(backlog, store_url, 3 * scale)
+    await asyncio.to_thread(backlog, store_url, -(-kills * AHEAD // 1000))
     at = Positions(store_url)
     async with (
         fleet(tmp_path, store_url) as children,
@@ -67,7 +71,7 @@ async def test_a_relay_killed_mid_stream_publishes_every_stored_event_in_order(
             return recorded > after and tap.latest > recorded
 
         for _ in range(kills + 10):
-            await until(lambda: at.head() > killed_at[-1] + 3 * PAGE, 60, "a backlog")
+            await until(lambda: at.head() > killed_at[-1] + AHEAD, 60, "a backlog")
             relay = children.spawn_to_be_killed("relay")
             await until(
                 lambda: moved_and_publishing(killed_at[-1]), 60, "a page", 0.002, alive=relay
