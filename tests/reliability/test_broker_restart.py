@@ -1,5 +1,6 @@
-"""RabbitMQ stopped and started under load: every component of `outdial run` comes back
-by itself within 10 s, and no confirmed command is lost.
+"""RabbitMQ stopped and started under load: `/readyz` says not ready while the broker
+is away, every component of `outdial run` comes back by itself within 10 s, and no
+confirmed command is lost.
 
 A robust connection that reconnects but silently loses its consumer is the bug to
 catch, so each component is probed for work done after the restart, not for a
@@ -14,66 +15,33 @@ import time
 import uuid
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from shared.client import OutdialClient
+from tests.fixtures import SECRET
 from tests.integration.processes import free_port, start, wait_for_log
-from tests.integration.test_envelope import Platform
 from tests.reliability.load import (
     ConfirmedLoad,
+    answered,
+    envelope_answered,
     every_confirmed_stored_once,
     every_stored_published,
     open_tap,
+    ready,
+    readyz,
     wait_for,
 )
 from tests.reliability.private_servers import private_rabbitmq
 
 pytestmark = pytest.mark.integration
 
-SECRET = "reliability-test-secret-of-at-least-32-bytes"
 RECONNECT_WITHIN = 10.0
+OUTAGE = 3.0
 
 
-async def answered(client_url: str, customer: str) -> bool:
-    """Whether the command consumer answers a fresh command now."""
-    try:
-        async with OutdialClient(client_url) as client:
-            reply = await client.send(
-                {
-                    "type": "CreateOutdial",
-                    "customer_id": customer,
-                    "name": "probe",
-                    "detail": "",
-                    "data": "",
-                },
-                timeout=2,
-            )
-    except Exception:  # not yet
-        return False
-    return bool(reply["status_code"] == 200)
-
-
-async def envelope_answered(url: str) -> bool:
-    try:
-        async with Platform(url) as platform:
-            response = await asyncio.wait_for(
-                platform.request("GET", f"/v1/outdials?customer_id={uuid.uuid4()}"), 2
-            )
-    except Exception:  # not yet
-        return False
-    return bool(response["status_code"] == 200)
-
-
-async def ready(port: int) -> bool:
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/readyz", timeout=aiohttp.ClientTimeout(2)) as r,
-        ):
-            return r.status == 200
-    except aiohttp.ClientError:
-        return False
+async def not_ready_for_the_broker(port: int) -> bool:
+    status, body = await readyz(port)
+    return status == 503 and "broker unreachable" in body["problems"]
 
 
 async def test_every_component_comes_back_and_nothing_confirmed_is_lost(
@@ -112,7 +80,12 @@ async def test_every_component_comes_back_and_nothing_confirmed_is_lost(
 
             for _ in range(scale):
                 broker.stop_app()
-                await asyncio.sleep(3)
+                stopped = time.monotonic()
+                seconds = await wait_for(
+                    lambda: not_ready_for_the_broker(port), OUTAGE, "/readyz is 503"
+                )
+                print(f"/readyz 503 {seconds:.1f} s after the broker stopped")
+                await asyncio.sleep(max(0.0, stopped + OUTAGE - time.monotonic()))
                 broker.start_app()
                 for what, probe in [
                     ("the command consumer answers", lambda: answered(broker.url, customer)),

@@ -19,17 +19,18 @@ import pytest
 
 from shared import tokens
 from shared.client import OutdialClient
-from tests.fixtures import AMQP_URL, dead_letters, purge_command_queues
+from tests.fixtures import AMQP_URL, SECRET, dead_letters, purge_command_queues
 from tests.integration.processes import free_port, logged, start, wait_for_log
 from tests.reliability.load import (
     ConfirmedLoad,
+    answered,
     every_confirmed_stored_once,
     every_stored_published,
     open_tap,
+    ready,
     wait_for,
 )
 from tests.reliability.private_servers import private_postgres
-from tests.reliability.test_broker_restart import SECRET, answered, ready
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ OUTAGE = 10.0
 
 
 async def read_back(port: int, customer: str, outdial_id: str, position: int) -> int:
-    """The status of a read that waits for `position`: the projector has caught up."""
+    """The status of a read that waits for `position` (written with its events)."""
     headers = {
         "Authorization": f"Bearer {tokens.mint(uuid.UUID(customer), SECRET)}",
         "X-Outdial-Min-Position": str(position),
@@ -106,7 +107,8 @@ async def test_commands_wait_for_the_database_and_nothing_is_lost(
             longest = max(c["ms"] for c in commands)
             assert longest > OUTAGE * 1000 / 2, longest
 
-            # The projector and the relay recovered too, without a restart.
+            # Reads and the relay recovered too, without a restart: the read model has
+            # the last write, and every stored event was published.
             async with OutdialClient(AMQP_URL) as client:
                 last = await client.send(
                     {
