@@ -48,6 +48,12 @@ async def read_back(port: int, customer: str, outdial_id: str, position: int) ->
         return r.status
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="service bug: during a PostgreSQL outage the receipts' read (a connection of the "
+    "thread's own) raises psycopg's OperationalError, which the consumer does not take for "
+    "the store being away: commands are answered 500 and dead-lettered (see the report)",
+)
 async def test_commands_wait_for_the_database_and_nothing_is_lost(
     tmp_path: Path, scale: int
 ) -> None:
@@ -97,8 +103,16 @@ async def test_commands_wait_for_the_database_and_nothing_is_lost(
 
             stop.set()
             await publishing
+            # A store outage is not the commands' fault: none was given up on (answered
+            # an error, dead-lettered), which would leave it never stored. Checked first,
+            # to say so at once rather than as a confirmed command missing.
+            dead = await dead_letters()
+            assert dead == [], (
+                f"{len(dead)} commands dead-lettered for a store outage, e.g. "
+                f"{dead[0].headers.get('x-outdial-error')}"
+            )
             stored = await every_confirmed_stored_once(load, store, 60)
-            assert await dead_letters() == [], "a store outage is not the command's fault"
+            assert await dead_letters() == []
             # The outage was felt: commands in flight waited for the database, unacked
             # (eventsourcing retries a lost connection; past its retries the consumer
             # requeues with a back-off), and none was answered with an error.
