@@ -586,7 +586,8 @@ def test_hostile_messages_are_answered_and_serving_goes_on(
     command_process: tuple[subprocess.Popen[bytes], Path], store_url: str, scale: int
 ) -> None:
     process, log_path = command_process
-    total = (10_000 if store_url.startswith("sqlite") else 1_000) * scale
+    # At scale 1, what keeps the reliability suite within six minutes on two cores.
+    total = (3_000 if store_url.startswith("sqlite") else 1_000) * scale
     run = uuid.uuid4().hex[:8]
     sent: dict[str, tuple[str, bytes, dict[str, Any]]] = {}
     started = time.monotonic()

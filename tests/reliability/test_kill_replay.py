@@ -56,7 +56,7 @@ async def kill_mid_rebuild(children: Fleet, at: Positions) -> int:
 async def test_a_replay_killed_mid_rebuild_leaves_the_live_model_serving_and_whole(
     tmp_path: Path, store_url: str, scale: int
 ) -> None:
-    head = await asyncio.to_thread(backlog, store_url, 5 * scale)
+    head = await asyncio.to_thread(backlog, store_url, 3 * scale)
     at = Positions(store_url)
     async with fleet(tmp_path, store_url) as children, ReplyRecorder() as recorder:
         await children.start("command")
