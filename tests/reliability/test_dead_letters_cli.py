@@ -4,6 +4,9 @@ The dead letters are made the way the service makes them: junk answered 400, and
 a command whose handler fails on every attempt (a fault injected into the
 unit of work, faults.py, then mended) answered 500. A third is the copy of a command that was
 applied before, parked by hand, to show that a replay answers from the receipt.
+
+The CLI deals with the broker alone, so this runs on one store (SQLite); how the
+consumer fails and dead-letters on each store is test_handler_failures.py's.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ async def faulty(store_url: str) -> AsyncIterator[tuple[Faults, CommandSide]]:
         yield faults, side
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 async def test_list_shows_without_removing_and_replay_sends_back_once_confirmed(
     faulty: tuple[Faults, CommandSide],
 ) -> None:

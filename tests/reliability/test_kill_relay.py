@@ -45,7 +45,7 @@ AHEAD = RECORDED_AFTER + 2 * PAGE
 async def test_a_relay_killed_mid_stream_publishes_every_stored_event_in_order(
     tmp_path: Path, store_url: str, scale: int
 ) -> None:
-    kills = 3 * scale
+    kills = 2 * scale
     # A backlog in the outbox before any relay runs, so that each relay starts
     # with pages to publish one after another.
     await asyncio.to_thread(backlog, store_url, -(-kills * AHEAD // 1000))
