@@ -13,6 +13,8 @@ to hand to the next consumer when the channel closes.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from enum import Enum
 from typing import Any
@@ -66,64 +68,124 @@ async def raw_channel(channel: AbstractChannel) -> AbstractAiormqChannel:
     return await channel.get_underlay_channel()
 
 
+def reply_to_node(reply_to: str) -> bytes | None:
+    """The broker node a direct reply-to name points at (the node atom of the Erlang
+    pid encoded in it), or None if the name is not one RabbitMQ makes."""
+    rest = reply_to.removeprefix(DIRECT_REPLY_TO + ".")
+    if rest == reply_to:
+        return None
+    try:
+        term = base64.b64decode(rest.split(".", 1)[0], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # External term format: 131, a pid tag (NEW_PID_EXT, PID_EXT), then the node atom.
+    if len(term) < 4 or term[0] != 131 or term[1] not in (88, 103):
+        return None
+    tag, body = term[2], term[3:]
+    if tag in (100, 118) and len(body) >= 2:  # ATOM_EXT, ATOM_UTF8_EXT: 2-byte length
+        size, start = int.from_bytes(body[:2], "big"), 2
+    elif tag in (115, 119) and body:  # SMALL_ATOM_EXT, SMALL_ATOM_UTF8_EXT: 1-byte length
+        size, start = body[0], 1
+    else:
+        return None
+    node = body[start : start + size]
+    return node if len(node) == size and node else None
+
+
 class Replies:
     """Sends replies to whatever `reply_to` a sender chose, so that no sender's choice
     costs another sender its reply.
 
-    A reply to a queue goes out on a channel of the process's connection. A reply
-    to a direct reply-to name (`amq.rabbitmq.reply-to.…`) does not: RabbitMQ 3.x
-    closes the whole *connection* that publishes to such a name when it cannot
-    decode it (541 INTERNAL_ERROR), and a sender can forge one. Those go out on a
-    connection of their own, with confirms, so a forged name breaks only that
-    connection: the replies that were in flight with it are sent again, one at a
-    time, once it is back, and the one that breaks it again is the forged one,
-    given up with a log line.
+    A reply to a queue goes out on a channel of the process's connection, and so
+    does a reply to a direct reply-to name (`amq.rabbitmq.reply-to.…`) of a broker
+    node this process has seen make such names. Any other direct reply-to name may
+    be forged: RabbitMQ 3.x closes the whole *connection* that publishes to a name
+    it cannot decode (541 INTERNAL_ERROR), or one of a node it does not know. Those
+    go out one at a time, each confirmed, on a connection of their own: a forged
+    one breaks only that connection, and only its own reply is lost (with a log
+    line); one that goes through makes its node known.
     """
 
     def __init__(self, connection: AbstractRobustConnection, amqp_url: str):
         self.connection = connection
         self.amqp_url = amqp_url
         self._channel: AbstractChannel | None = None
-        self._direct: AbstractRobustConnection | None = None
-        self._direct_channel: AbstractRobustChannel | None = None
+        self._known_nodes: set[bytes] = set()
+        self._isolated: AbstractRobustConnection | None = None
+        self._isolated_channel: AbstractRobustChannel | None = None
         self._one_at_a_time = asyncio.Lock()
 
     async def start(self) -> None:
         self._channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            node = await self._own_node()
+        except Exception:  # then every direct reply takes the careful way
+            log.warning("could not learn the broker's node for direct reply-to", exc_info=True)
+        else:
+            if node is not None:
+                self._known_nodes.add(node)
+
+    async def _own_node(self) -> bytes | None:
+        """The node of the direct reply-to names the broker makes on this connection:
+        ask it for one, by sending a message to ourselves that asks for a reply."""
+        channel = await self.connection.channel()
+        try:
+            pseudo = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+            await pseudo.consume(_ignore, no_ack=True)
+            echo = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"", reply_to=DIRECT_REPLY_TO), routing_key=echo.name
+            )
+            message = await echo.get(no_ack=True, timeout=5)
+            return reply_to_node(message.reply_to or "")
+        finally:
+            await channel.close()
 
     async def close(self) -> None:
-        if self._direct is not None:
-            await self._direct.close()
+        if self._isolated is not None:
+            await self._isolated.close()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
     async def send(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
-        if not reply_to.startswith(DIRECT_REPLY_TO):
-            assert self._channel is not None, "start() first"
-            # aiormq's publish, not aio-pika's: a reply is one of the few things each
-            # command costs, and aio-pika's Message and Exchange add a third to it.
-            await (await raw_channel(self._channel)).basic_publish(
-                body,
-                routing_key=reply_to,
-                properties=spec.Basic.Properties(content_type=JSON, correlation_id=correlation_id),
-            )
+        if (
+            reply_to.startswith(DIRECT_REPLY_TO)
+            and reply_to_node(reply_to) not in self._known_nodes
+        ):
+            async with self._one_at_a_time:
+                await self._send_isolated(reply_to, correlation_id, body)
             return
+        assert self._channel is not None, "start() first"
+        # aiormq's publish, not aio-pika's: a reply is one of the few things each
+        # command costs, and aio-pika's Message and Exchange add a third to it.
+        await (await raw_channel(self._channel)).basic_publish(
+            body,
+            routing_key=reply_to,
+            properties=spec.Basic.Properties(content_type=JSON, correlation_id=correlation_id),
+        )
+
+    async def _send_isolated(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        if self._isolated is None:
+            self._isolated = await aio_pika.connect_robust(self.amqp_url, reconnect_interval=0.1)
+            self._isolated_channel = await self._isolated.channel(publisher_confirms=True)
+        assert self._isolated_channel is not None
+        await asyncio.wait_for(self._isolated_channel.ready(), RECONNECT_WAIT)
         message = aio_pika.Message(body, content_type=JSON, correlation_id=correlation_id)
         try:
-            await self._send_direct(message, reply_to)
+            await self._isolated_channel.default_exchange.publish(message, routing_key=reply_to)
         except Exception:
-            # Alone on a fresh connection this time: if it breaks that too, it is
-            # the forged one.
-            async with self._one_at_a_time:
-                await self._send_direct(message, reply_to)
+            log.warning(
+                "the broker refused a reply_to; that reply is dropped",
+                extra={"fields": {"reply_to": reply_to[:300]}},
+            )
+            return
+        node = reply_to_node(reply_to)
+        if node is not None:
+            self._known_nodes.add(node)
 
-    async def _send_direct(self, message: aio_pika.Message, reply_to: str) -> None:
-        if self._direct is None:
-            self._direct = await aio_pika.connect_robust(self.amqp_url, reconnect_interval=0.1)
-            self._direct_channel = await self._direct.channel(publisher_confirms=True)
-        assert self._direct_channel is not None
-        await asyncio.wait_for(self._direct_channel.ready(), RECONNECT_WAIT)
-        await self._direct_channel.default_exchange.publish(message, routing_key=reply_to)
+
+async def _ignore(message: AbstractIncomingMessage) -> None:
+    """Replies to the message `Replies._own_node` sends itself: none come."""
 
 
 class Settle(Enum):

@@ -69,9 +69,8 @@ MAX_KEPT_JUNK = 64 * 1024
 MAX_CARRIED_HEADERS = 64 * 1024
 
 INTERNAL_ERROR = Reply.refused(ErrorCode.INTERNAL_ERROR, "internal error")
-TOO_LARGE = Reply.refused(
-    ErrorCode.COMMAND_TOO_LARGE, f"a command is at most {MAX_COMMAND_BYTES} bytes"
-)
+TOO_LARGE_MESSAGE = f"a command is at most {MAX_COMMAND_BYTES} bytes"
+TOO_LARGE = Reply.refused(ErrorCode.COMMAND_TOO_LARGE, TOO_LARGE_MESSAGE)
 
 
 class StoreUnavailable(Exception):
@@ -156,8 +155,12 @@ class CommandConsumer(QueueConsumer):
         command_type: str | None = None
         if len(message.body) > MAX_COMMAND_BYTES:
             # Refused before parsing: parsing 100 MB of targets would hold the
-            # writer and the memory of every process the command reaches.
+            # writer and the memory of every process the command reaches. Parked
+            # as a sample, for whoever wonders who sent it.
             await self._reply(message, TOO_LARGE)
+            await self._dead_letter(
+                message, "CommandTooLarge", TOO_LARGE_MESSAGE, keep=MAX_KEPT_JUNK
+            )
             self._log(message, command_type, 413, started)
             return Settle.ACK
         try:
