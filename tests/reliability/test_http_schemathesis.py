@@ -279,8 +279,9 @@ NUL_500 = (
     "store_url",
     [
         pytest.param("sqlite", marks=pytest.mark.xfail(strict=True, reason=UNDOCUMENTED_415)),
+        # Not strict: the generated requests hold a NUL only now and then.
         pytest.param(
-            "postgres", marks=pytest.mark.xfail(strict=True, reason=UNDOCUMENTED_415 + NUL_500)
+            "postgres", marks=pytest.mark.xfail(strict=False, reason=UNDOCUMENTED_415 + NUL_500)
         ),
     ],
     indirect=True,
