@@ -34,8 +34,8 @@ from tests.reliability.fleet import (
 
 pytestmark = pytest.mark.integration
 
-# Outbox rows the relay reads at a time, and publishes at most before it records
-# its position (the service's own).
+# The service's own: outbox rows the relay reads at a time, and messages it
+# publishes at most before it records its position (or after half a second).
 PAGE = relaying.EventRelay.__init__.__kwdefaults__["page_size"]
 RECORDED_AFTER = relaying.RECORD_MESSAGES
 # Events each relay started here needs ahead of it: to record once, then publish more.
