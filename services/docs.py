@@ -1,7 +1,8 @@
 """`python -m services.docs --write`: write the generated documents into docs/.
 
-`docs/asyncapi.yaml` (the bus) and `docs/openapi.json` (the HTTP API) are built
-from the code's pydantic models; tests fail when a checked-in copy is stale.
+`docs/asyncapi.yaml` (the bus) and `docs/openapi.json` (the HTTP API, from the
+table of operations) are built from the code's pydantic models; tests fail when
+a checked-in copy is stale.
 Without `--write`, it only says which are.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from services.query.openapi import document as openapi_document
+from services.gateway.openapi import document as openapi_document
 from shared import asyncapi
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -21,7 +22,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def generated() -> dict[Path, str]:
     openapi = orjson.dumps(openapi_document(), option=orjson.OPT_INDENT_2).decode() + "\n"
-    return {DOCS / "asyncapi.yaml": asyncapi.render(), DOCS / "openapi.json": openapi}
+    asyncapi_yaml = asyncapi.render()
+    return {DOCS / "asyncapi.yaml": asyncapi_yaml, DOCS / "openapi.json": openapi}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,24 +1,43 @@
 """Destination addresses (CONTRACT 1): one pydantic model, validated by its type.
 
-A destination is where a target can be reached: a phone number, a SIP URI, an
-e-mail address, or the UUID of an agent, conference, extension, line or web
-session. The check of `target` depends on `type`, so it lives in one model
-validator rather than in a union of near-identical models.
+A destination is where a target can be reached: every type of VoIPbin's address
+model (`bin-common-handler/models/address`). A phone number (`tel`, and
+`whatsapp`, a WhatsApp phone number), a SIP URI, an e-mail address; the UUID of
+an agent, conference, AI or AI team; or what the platform's own services dial
+for an extension, a LINE user, a web session or a webchat, which is no UUID
+(a LINE user id is LINE's own): any text of 1 to 1,024 characters. The check of
+`target` depends on `type`, so it lives in one model validator rather than in a
+union of near-identical models.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationInfo, field_validator
 
 AddressType = Literal[
-    "tel", "sip", "email", "agent", "conference", "extension", "line", "web_session"
+    "tel",
+    "sip",
+    "email",
+    "agent",
+    "conference",
+    "extension",
+    "line",
+    "web_session",
+    "ai",
+    "ai_team",
+    "webchat",
+    "whatsapp",
 ]
-UUID_ADDRESS_TYPES = frozenset({"agent", "conference", "extension", "line", "web_session"})
+ADDRESS_TYPES: tuple[str, ...] = get_args(AddressType)
+PHONE_ADDRESS_TYPES = frozenset({"tel", "whatsapp"})
+UUID_ADDRESS_TYPES = frozenset({"agent", "conference", "ai", "ai_team"})
+# Checked only as text: non-empty and at most 1,024 characters (`Address.target`).
+TEXT_ADDRESS_TYPES = frozenset({"extension", "line", "web_session", "webchat"})
 
 ShortText = Annotated[str, StringConstraints(max_length=1024)]
 
@@ -37,9 +56,9 @@ UUID_TEXT = re.compile(
 
 def check_target(address_type: str, target: str) -> None:
     """Raise ValueError unless `target` is a valid address of `address_type`."""
-    if address_type == "tel":
+    if address_type in PHONE_ADDRESS_TYPES:
         if not E164.fullmatch(target):
-            raise ValueError("a tel target must be E.164: '+' then digits only")
+            raise ValueError(f"a {address_type} target must be E.164: '+' then digits only")
         try:
             number = phonenumbers.parse(target, None)
         except phonenumbers.NumberParseException as e:
@@ -58,7 +77,8 @@ def check_target(address_type: str, target: str) -> None:
         except EmailNotValidError as e:
             raise ValueError(f"not an e-mail address: {e}") from None
     elif address_type in UUID_ADDRESS_TYPES and not UUID_TEXT.fullmatch(target):
-        raise ValueError(f"a {address_type} target must be a UUID")
+        article = "an" if address_type[0] in "aeiou" else "a"
+        raise ValueError(f"{article} {address_type} target must be a UUID")
 
 
 class Address(BaseModel):

@@ -11,19 +11,28 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
 
-from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, table
+from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, filter_text, table
 from services.store import Dialect, Store, ThreadReaders, read_position
 from shared import shapes
 
 
+class Row(NamedTuple):
+    """One item of a page."""
+
+    tm_create: str
+    id: str
+    body: str  # the tutorial's shape (CONTRACT 1), as the HTTP API answers it
+    customer_id: str
+
+
 @dataclass(frozen=True)
 class Page:
-    rows: list[tuple[str, str, str]]  # tm_create, id, body
+    rows: list[Row]
     more: bool  # a row beyond the page exists
     next_tm_create: str | None  # tm_create of the first row beyond the page
 
@@ -31,6 +40,48 @@ class Page:
 # A cursor of a page: after (tm_create, id); an id of None means after every row
 # of that tm_create.
 Cursor = tuple[str, str | None]
+
+
+class FoundOutdial(NamedTuple):
+    body: str
+    deleted: bool
+    customer_id: str
+
+
+class FoundTarget(NamedTuple):
+    body: str
+    deleted: bool
+    customer_id: str
+    outdial_id: str
+
+
+@dataclass(frozen=True)
+class OutdialFilters:
+    """What a list of outdials is narrowed to (each None: any). The HTTP API names
+    the customer; the platform's envelope may name any of these (CONTRACT 8)."""
+
+    customer_id: str | None = None
+    id: str | None = None
+    campaign_id: str | None = None
+    name: str | None = None
+    detail: str | None = None
+    data: str | None = None
+    deleted: bool = False  # the deleted outdials, instead of the live ones
+
+    def where(self) -> tuple[str, list[Any]]:
+        # `deleted` as a literal: the planner picks an index by it.
+        clauses, params = [f"deleted = {int(self.deleted)}"], []
+        for column in ("customer_id", "id", "campaign_id"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        for column in ("name", "detail", "data"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(filter_text(value))
+        return " AND ".join(clauses), params
 
 
 class Queries:
@@ -70,50 +121,53 @@ class Queries:
             return read_position(c, self.dialect, READ_MODEL) or 0
 
     # ---- by id -------------------------------------------------------------
-    def outdial(self, customer_id: str, outdial_id: str) -> tuple[str, bool] | None:
-        """The outdial's body and whether it is deleted; None if absent or another's."""
+    def outdial(self, customer_id: str | None, outdial_id: str) -> FoundOutdial | None:
+        """The outdial, deleted or not; None if absent or another customer's. A
+        `customer_id` of None finds any customer's (the envelope's trusted callers)."""
+        where, params = "id = ?", [outdial_id]
+        if customer_id is not None:
+            where += " AND customer_id = ?"
+            params.append(customer_id)
         row = self._one(
-            f"SELECT body, deleted FROM {self._outdials} WHERE id = ? AND customer_id = ?",
-            (outdial_id, customer_id),
+            f"SELECT body, deleted, customer_id FROM {self._outdials} WHERE {where}", params
         )
-        return None if row is None else (str(row[0]), bool(row[1]))
+        return None if row is None else FoundOutdial(str(row[0]), bool(row[1]), str(row[2]))
 
-    def outdial_by_id(self, outdial_id: str) -> tuple[str, str, bool] | None:
-        """Any customer's outdial: (body, customer_id, deleted). For trusted callers only."""
+    def target(
+        self, customer_id: str | None, outdial_id: str | None, target_id: str
+    ) -> FoundTarget | None:
+        """The target, deleted or not; None if absent, of another outdial, or another
+        customer's. None for `customer_id` or `outdial_id`: any."""
+        where, params = "id = ?", [target_id]
+        if outdial_id is not None:
+            where += " AND outdial_id = ?"
+            params.append(outdial_id)
+        if customer_id is not None:
+            where += " AND customer_id = ?"
+            params.append(customer_id)
         row = self._one(
-            f"SELECT body, customer_id, deleted FROM {self._outdials} WHERE id = ?",
-            (outdial_id,),
+            f"SELECT body, deleted, customer_id, outdial_id FROM {self._targets} WHERE {where}",
+            params,
         )
-        return None if row is None else (str(row[0]), str(row[1]), bool(row[2]))
-
-    def target(self, customer_id: str, outdial_id: str, target_id: str) -> str | None:
-        row = self._one(
-            f"SELECT body FROM {self._targets} WHERE id = ? AND outdial_id = ? AND customer_id = ?",
-            (target_id, outdial_id, customer_id),
-        )
-        return None if row is None else str(row[0])
-
-    def target_by_id(self, target_id: str) -> tuple[str, str, str, bool] | None:
-        """Any customer's target: (body, outdial_id, customer_id, deleted). Trusted callers."""
-        row = self._one(
-            f"SELECT body, outdial_id, customer_id, deleted FROM {self._targets} WHERE id = ?",
-            (target_id,),
-        )
-        return None if row is None else (str(row[0]), str(row[1]), str(row[2]), bool(row[3]))
+        if row is None:
+            return None
+        return FoundTarget(str(row[0]), bool(row[1]), str(row[2]), str(row[3]))
 
     # ---- lists -------------------------------------------------------------
-    def outdials_page(self, customer_id: str, after: Cursor | None, size: int) -> Page:
-        return self._page(self._outdials, "customer_id", customer_id, after, size)
+    def outdials_page(self, filters: OutdialFilters, after: Cursor | None, size: int) -> Page:
+        where, params = filters.where()
+        return self._page(self._outdials, where, params, after, size)
 
     def targets_page(self, outdial_id: str, after: Cursor | None, size: int) -> Page:
-        return self._page(self._targets, "outdial_id", outdial_id, after, size)
+        return self._page(
+            self._targets, "outdial_id = ? AND deleted = 0", [outdial_id], after, size
+        )
 
     def _page(
-        self, from_table: str, owner_column: str, owner: str, after: Cursor | None, size: int
+        self, from_table: str, where: str, params: list[Any], after: Cursor | None, size: int
     ) -> Page:
-        """Live rows newest first, strictly after the cursor."""
-        where = f"{owner_column} = ? AND deleted = 0"
-        params: list[Any] = [owner]
+        """The rows `where` holds, newest first, strictly after the cursor."""
+        params = list(params)
         if after is not None:
             tm, row_id = after
             if row_id is None:
@@ -124,13 +178,13 @@ class Queries:
                 params += [tm, tm, row_id]
         params.append(size + 1)
         rows = self._all(
-            f"SELECT tm_create, id, body FROM {from_table} WHERE {where} "
+            f"SELECT tm_create, id, body, customer_id FROM {from_table} WHERE {where} "
             "ORDER BY tm_create DESC, id DESC LIMIT ?",
             params,
         )
-        page = [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+        page = [Row(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
         more = len(page) > size
-        return Page(page[:size], more, page[size][0] if more else None)
+        return Page(page[:size], more, page[size].tm_create if more else None)
 
     # ---- dialing -----------------------------------------------------------
     def available(

@@ -4,7 +4,10 @@ Each row keeps the resource's rendered JSON (`body`, exactly what the HTTP API
 answers) beside the columns that queries filter and sort by. Every query is
 served by an index:
 - an outdial or target by id: the primary keys;
-- a customer's live outdials, newest first: `(customer_id, tm_create, id)` where not deleted;
+- a customer's live (or deleted) outdials, newest first: `(customer_id, deleted,
+  tm_create, id)`; every customer's, for the platform's envelope: `(deleted,
+  tm_create, id)` (the envelope's other filters, `campaign_id`, `name`, ..., are
+  checked along these: a customer has few outdials);
 - an outdial's live targets, newest first: `(outdial_id, tm_create, id)` where not deleted;
 - an outdial's available targets, least recently updated first: `(outdial_id,
   tm_update, id)` where idle and not deleted (done, progressing and deleted
@@ -24,9 +27,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
+
 from services.store import Dialect, table_exists
 
-READ_MODEL = "readmodel-2"
+READ_MODEL = "readmodel-3"
 LIVE = ""
 NEXT = "_next"
 CHECK = "_check"
@@ -37,8 +42,10 @@ TARGETS = "rm_targets"
 _COLUMNS = {
     OUTDIALS: (
         "id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, campaign_id TEXT NOT NULL, "
-        "name TEXT NOT NULL, tm_create TEXT NOT NULL, deleted INTEGER NOT NULL, "
-        "body TEXT NOT NULL"
+        # What the platform's envelope filters on, each as its JSON string: equal
+        # when the texts are, and without NUL, which PostgreSQL's text refuses.
+        "name TEXT NOT NULL, detail TEXT NOT NULL, data TEXT NOT NULL, "
+        "tm_create TEXT NOT NULL, deleted INTEGER NOT NULL, body TEXT NOT NULL"
     ),
     TARGETS: (
         "id TEXT PRIMARY KEY, outdial_id TEXT NOT NULL, customer_id TEXT NOT NULL, "
@@ -51,7 +58,12 @@ _COLUMNS = {
         "try_count_4 INTEGER NOT NULL, body TEXT NOT NULL"
     ),
 }
-_OWNER = {OUTDIALS: "customer_id", TARGETS: "outdial_id"}
+
+
+def filter_text(text: str) -> str:
+    """How a text column that lists filter on holds its text: as its JSON string,
+    equal when the texts are, and free of NUL (PostgreSQL's text takes none)."""
+    return orjson.dumps(text).decode()
 
 
 def table(dialect: Dialect, name: str, suffix: str = LIVE) -> str:
@@ -67,11 +79,17 @@ def create(cursor: Any, dialect: Dialect, suffix: str = LIVE) -> None:
         cursor.execute(f"CREATE TABLE {full} ({columns})")
         # Fresh index names: a swapped-in table keeps its indexes' names, so fixed
         # ones would collide with the next rebuild's.
-        cursor.execute(
-            f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {full} "
-            f"({_OWNER[name]}, tm_create DESC, id DESC) WHERE deleted = 0"
-        )
+        if name == OUTDIALS:
+            for leading in ("customer_id, deleted", "deleted"):
+                cursor.execute(
+                    f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {full} "
+                    f"({leading}, tm_create DESC, id DESC)"
+                )
         if name == TARGETS:
+            cursor.execute(
+                f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {full} "
+                "(outdial_id, tm_create DESC, id DESC) WHERE deleted = 0"
+            )
             cursor.execute(
                 f"CREATE INDEX {name}_idle_{uuid.uuid4().hex[:12]} ON {full} "
                 "(outdial_id, tm_update, id) WHERE deleted = 0 AND status = 'idle'"

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from services.command.domain import Outdial, OutdialTarget
-from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, table
+from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, filter_text, table
 from services.store import Dialect, write_position
 from shared import shapes
 
@@ -23,7 +23,9 @@ class OutdialRow(NamedTuple):
     id: str
     customer_id: str
     campaign_id: str
-    name: str
+    name: str  # JSON strings (`filter_text`)
+    detail: str
+    data: str
     tm_create: str
     deleted: int
     body: str
@@ -53,7 +55,9 @@ def outdial_row(outdial: Outdial, shape: dict[str, Any] | None = None) -> Outdia
         shape["id"],
         str(outdial.customer_id),
         shape["campaign_id"],
-        outdial.name,
+        filter_text(outdial.name),
+        filter_text(outdial.detail),
+        filter_text(outdial.data),
         shape["tm_create"],
         int(outdial.deleted),
         orjson.dumps(shape).decode(),

@@ -296,6 +296,59 @@ async def test_operations_routes(stack: Stack) -> None:
     assert 'outdial_commands_total{outcome="200",type="CreateOutdial"}' in text
 
 
+async def test_voipbins_page_tokens_are_taken_too(stack: Stack) -> None:
+    """CONTRACT 5: a `tm_create` as `2006-01-02T15:04:05.000000Z` (the platform's)
+    resumes after it, as this service's own tokens do."""
+    token = stack.token()
+    created = [(await new_outdial(stack, token))[0] for _ in range(3)]
+    newest = created[-1]["tm_create"]
+    voipbin = newest.replace(" ", "T") + "Z"
+    for page_token in (voipbin, newest, f"{newest}|{created[-1]['id']}"):
+        status, page, _ = await stack.call(
+            "GET", f"/v1.0/outdials?page_token={quote(page_token)}", token
+        )
+        assert status == 200, (page_token, page)
+        assert [o["id"] for o in page["result"]] == [o["id"] for o in reversed(created[:2])]
+    for bad in ("2022-04-28T01:41:40.503790+09:00", "2022-04-28T01:41:40.503790Z\x00"):
+        status, error, _ = await stack.call("GET", f"/v1.0/outdials?page_token={quote(bad)}", token)
+        assert (status, error["error"]["code"]) == (400, "invalid_page_token")
+
+
+async def test_every_address_type_of_the_platform(stack: Stack) -> None:
+    token = stack.token()
+    outdial, _ = await new_outdial(stack, token)
+    some = str(uuid.uuid4())
+    for type_, target in [
+        ("whatsapp", "+821012345678"),
+        ("ai", some),
+        ("ai_team", some),
+        ("webchat", "widget-1"),
+        ("line", "U4af4980629f1e2d3c4b5a69788796a5b"),  # a LINE user id: no UUID
+        ("extension", "2000"),
+        ("web_session", some),
+    ]:
+        destination = {"type": type_, "target": target}
+        body = {**TUTORIAL_TARGET, "destination_0": destination}
+        status, added, _ = await stack.call(
+            "POST", f"/v1.0/outdials/{outdial['id']}/targets", token, json=body
+        )
+        assert status == 200, (type_, added)
+        assert added["destination_0"] == {
+            **destination,
+            "target_name": "",
+            "name": "",
+            "detail": "",
+        }
+    body = {**TUTORIAL_TARGET, "destination_0": {"type": "ai", "target": "not-a-uuid"}}
+    status, error, _ = await stack.call(
+        "POST", f"/v1.0/outdials/{outdial['id']}/targets", token, json=body
+    )
+    assert status == 400
+    assert error["error"]["details"] == [
+        {"loc": "destination_0.target", "msg": "an ai target must be a UUID"}
+    ]
+
+
 @pytest.mark.parametrize("page_size", [1, 7, 100])
 async def test_paging_visits_each_of_1000_targets_once(stack: Stack, page_size: int) -> None:
     token = stack.token()

@@ -17,8 +17,9 @@ import pytest
 from services import upgrade
 from services.command import outbox
 from services.command.application import OutdialApplication
+from services.gateway.http import list_body
+from services.gateway.operations import Listing
 from services.query import replay, schema
-from services.query.api import list_body
 from services.query.queries import Queries
 from services.query.writes import TargetRow, write_rows
 from services.store import (
@@ -114,7 +115,7 @@ def test_paging_breaks_ties_of_tm_create_by_id(writer: Writer, page_size: int) -
     after = None
     while True:
         page = queries.targets_page(outdial, after, page_size)
-        body = orjson.loads(list_body(page))
+        body = orjson.loads(list_body(Listing.of_page("target", page)))
         if not body["result"]:
             break
         seen += [item["id"] for item in body["result"]]
@@ -234,7 +235,7 @@ def test_a_store_of_the_previous_version_is_brought_up_to_date(store_url: str) -
         found = queries.outdial(OLD_CUSTOMER, OLD_OUTDIAL)
         assert found is not None and orjson.loads(found[0])["name"] == "renamed"
         target = queries.target(OLD_CUSTOMER, OLD_OUTDIAL, OLD_TARGETS[1])
-        assert target is not None and orjson.loads(target)["status"] == "progressing"
+        assert target is not None and orjson.loads(target.body)["status"] == "progressing"
         queries.close()
 
         # Receipts moved: the same message answers its first reply, position included.

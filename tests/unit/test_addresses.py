@@ -1,13 +1,23 @@
-"""Destination validation of CONTRACT 1: every accepted and rejected form."""
+"""Destination validation of CONTRACT 1: every accepted and rejected form, for every
+address type of VoIPbin's address model."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from shared.addresses import Address
+from shared.addresses import ADDRESS_TYPES, Address
 
-UUID_TYPES = ["agent", "conference", "extension", "line", "web_session"]
+UUID_TYPES = ["agent", "conference", "ai", "ai_team"]
+# What the platform's services dial for these is no UUID (a LINE user id is LINE's).
+TEXT_TYPES = ["extension", "line", "web_session", "webchat"]
+PHONE_TYPES = ["tel", "whatsapp"]
+A_UUID = "6a2d3b0e-6f0e-4c1e-9d5b-1f0b8f9c2a11"
+
+
+def test_every_type_of_the_platform_is_known() -> None:
+    # bin-common-handler/models/address: the 12 types besides "" (none).
+    assert sorted(ADDRESS_TYPES) == sorted([*PHONE_TYPES, "sip", "email", *UUID_TYPES, *TEXT_TYPES])
 
 
 @pytest.mark.parametrize(
@@ -17,10 +27,14 @@ UUID_TYPES = ["agent", "conference", "extension", "line", "web_session"]
         ("tel", "+15551234567"),
         ("tel", "+821012345678"),
         ("tel", "+442079460958"),
+        ("whatsapp", "+821012345678"),
         ("sip", "alice@example.com"),
         ("sip", "1001@pbx.example.com:5060"),
         ("email", "someone@example.com"),
-        *[(t, "6a2d3b0e-6f0e-4c1e-9d5b-1f0b8f9c2a11") for t in UUID_TYPES],
+        *[(t, A_UUID) for t in UUID_TYPES],
+        *[(t, A_UUID.upper()) for t in UUID_TYPES],
+        *[(t, target) for t in TEXT_TYPES for target in ("2000", "U4af4980629", A_UUID, "x")],
+        ("line", "U" + "f" * 1023),  # up to 1,024 characters
     ],
 )
 def test_accepts(type_: str, target: str) -> None:
@@ -55,11 +69,15 @@ def test_accepts(type_: str, target: str) -> None:
         ("email", "two@@example.com"),
         ("sip", "alice@example.com:99999"),  # no such port
         ("sip", "alice@example.com:0"),
+        ("whatsapp", "821012345678"),  # as tel: "+" then digits
+        ("whatsapp", "+1555"),
         *[(t, "not-a-uuid") for t in UUID_TYPES],
-        *[(t, "{6a2d3b0e-6f0e-4c1e-9d5b-1f0b8f9c2a11}") for t in UUID_TYPES],
-        *[(t, "urn:uuid:6a2d3b0e-6f0e-4c1e-9d5b-1f0b8f9c2a11") for t in UUID_TYPES],
-        *[(t, "6a2d3b0e6f0e4c1e9d5b1f0b8f9c2a11") for t in UUID_TYPES],
+        *[(t, "{" + A_UUID + "}") for t in UUID_TYPES],
+        *[(t, "urn:uuid:" + A_UUID) for t in UUID_TYPES],
+        *[(t, A_UUID.replace("-", "")) for t in UUID_TYPES],
         *[(t, "+15559876543") for t in UUID_TYPES],
+        *[(t, "") for t in TEXT_TYPES],
+        *[(t, "x" * 1025) for t in TEXT_TYPES],
     ],
 )
 def test_rejects(type_: str, target: str) -> None:
@@ -68,7 +86,23 @@ def test_rejects(type_: str, target: str) -> None:
     assert [err["loc"] for err in e.value.errors()] == [("target",)]
 
 
-@pytest.mark.parametrize("type_", ["fax", "TEL", "", None, 5])
+@pytest.mark.parametrize(
+    ("type_", "message"),
+    [
+        ("agent", "an agent target must be a UUID"),
+        ("ai", "an ai target must be a UUID"),
+        ("ai_team", "an ai_team target must be a UUID"),
+        ("conference", "a conference target must be a UUID"),
+        ("whatsapp", "a whatsapp target must be E.164: '+' then digits only"),
+    ],
+)
+def test_says_what_a_target_must_be(type_: str, message: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        Address.model_validate({"type": type_, "target": "nope"})
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("type_", ["fax", "TEL", "", None, 5, "none", "web-session"])
 def test_rejects_unknown_types(type_: object) -> None:
     with pytest.raises(ValidationError) as e:
         Address.model_validate({"type": type_, "target": "+15559876543"})

@@ -13,21 +13,16 @@ import openapi_spec_validator
 import orjson
 import pytest
 
-from services.query.api import (
+from services.gateway.http import (
     BASE,
     MAX_AVAILABLE,
     MAX_PAGE_SIZE,
     OPEN_PATHS,
-    ApiError,
     Services,
     make_app,
 )
-from services.query.openapi import (
-    Error,
-    OutdialList,
-    TargetList,
-    document,
-)
+from services.gateway.openapi import Error, document, http_errors
+from services.gateway.operations import OPERATIONS, Refused
 from shared import shapes
 from shared.commands import (
     AddTarget,
@@ -38,7 +33,14 @@ from shared.commands import (
     UpdateOutdialData,
     parse_command,
 )
-from shared.resources import TIMESTAMP_PATTERN, OutdialResource, TargetResource
+from shared.errors import ErrorCode
+from shared.resources import (
+    TIMESTAMP_PATTERN,
+    OutdialList,
+    OutdialResource,
+    TargetList,
+    TargetResource,
+)
 from tests.expected import OUTDIAL_KEYS, TARGET_KEYS
 
 # CONTRACT 1, field for field and in order.
@@ -208,6 +210,24 @@ def test_operation_ids_are_the_handlers_names(doc: dict[str, Any]) -> None:
         assert operation["operationId"] == routes[method, path]
 
 
+def test_every_operation_of_the_table_with_an_http_route_is_documented_there(
+    doc: dict[str, Any],
+) -> None:
+    for op in OPERATIONS:
+        if op.http is None:
+            continue
+        operation = doc["paths"][BASE + op.http.path][op.http.method.lower()]
+        assert (operation["operationId"], operation["summary"]) == (op.name, op.summary)
+        ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": f"#/components/schemas/{op.answers.__name__}"}
+        # Each code the route may answer is named under its status.
+        for code in http_errors(op):
+            assert f"`{code}`" in operation["responses"][str(code.status)]["description"], (
+                op.name,
+                code,
+            )
+
+
 def test_api_routes_need_one_of_three_tokens_and_operations_routes_none(
     doc: dict[str, Any],
 ) -> None:
@@ -252,10 +272,12 @@ def test_reads_wait_for_a_position_and_writes_answer_one(doc: dict[str, Any]) ->
             header = responses["200"]["headers"]["X-Outdial-Position"]
             assert header["required"] is True
             assert header["schema"] == {"type": "integer"}
-            replies = {"400", "401", "404", "409", "500", "504"}
+            replies = {"400", "401", "404", "500", "504"}
             if path == f"{BASE}/outdials":  # no outdial in the path: nothing to miss
                 replies.remove("404")
             assert replies <= set(responses), (path, method)
+            if method == "post":
+                assert "409" in responses, (path, method)  # the id is taken
 
 
 def test_error_statuses(doc: dict[str, Any]) -> None:
@@ -292,9 +314,14 @@ def test_paging_parameters(doc: dict[str, Any]) -> None:
         }
         token = params["query", "page_token"]["schema"]
         assert token == {"type": "string", "pattern": token["pattern"]}
-        assert re.fullmatch(token["pattern"].strip("^$"), "")
-        assert re.fullmatch(token["pattern"].strip("^$"), "2022-04-28 01:41:40.503790")
-        assert not re.fullmatch(token["pattern"].strip("^$"), "yesterday")
+        pattern = token["pattern"]
+        assert re.fullmatch(pattern.strip("^$"), "")
+        assert re.fullmatch(pattern.strip("^$"), "2022-04-28 01:41:40.503790")
+        # VoIPbin's tokens too (CONTRACT 5), and this service's with the tie's id.
+        assert re.fullmatch(pattern.strip("^$"), "2022-04-28T01:41:40.503790Z")
+        assert re.fullmatch(pattern.strip("^$"), f"2022-04-28 01:41:40.503790|{uuid.uuid4()}")
+        assert not re.fullmatch(pattern.strip("^$"), "yesterday")
+        assert not re.fullmatch(pattern.strip("^$"), "2022-04-28T01:41:40.503790Z\x00")
 
 
 def test_available_parameters(doc: dict[str, Any]) -> None:
@@ -453,7 +480,8 @@ def test_lists_have_a_result_and_a_next_page_token(doc: dict[str, Any]) -> None:
 
 
 def test_error_bodies_fit_the_error_schema(doc: dict[str, Any]) -> None:
-    Error.model_validate_json(ApiError(404, "outdial_not_found", "gone").body)
+    refused = Refused(ErrorCode.OUTDIAL_NOT_FOUND, "gone")
+    Error.model_validate_json(orjson.dumps({"error": refused.error()}))
     with pytest.raises(InvalidCommand) as e:
         parse_command(orjson.dumps({"type": "AddTarget", "customer_id": "not a uuid"}))
     invalid = {

@@ -23,17 +23,17 @@ from importlib import resources
 import orjson
 from aiohttp import web
 
-from services.query.api import (
+from services.gateway.http import (
     CUSTOMER,
     SERVICES,
     json_response,
-    query_int,
+    query_params,
     reached_min_position,
-    read,
 )
+from services.gateway.operations import MAX_TRY_COUNTS, Param
 from shared.metrics import COMMANDS
 
-PAGE = resources.files("services.query").joinpath("static/progress.html").read_bytes()
+PAGE = resources.files("services.gateway").joinpath("static/progress.html").read_bytes()
 
 
 def _sha256(element: str) -> str:
@@ -53,6 +53,18 @@ CONTENT_SECURITY_POLICY = (
 )
 DEFAULT_MAX_TRIES = 3
 MAX_OUTDIALS = 50
+# As `/available` takes them, but 3 tries each unless said.
+MAX_TRIES = tuple(
+    Param(
+        p.name,
+        p.code,
+        DEFAULT_MAX_TRIES,
+        p.low,
+        p.high,
+        f"Tries of `destination_{i}` a dialer allows (default {DEFAULT_MAX_TRIES}).",
+    )
+    for i, p in enumerate(MAX_TRY_COUNTS)
+)
 
 
 def commands_handled() -> int | None:
@@ -74,13 +86,11 @@ async def page(request: web.Request) -> web.Response:
 
 
 async def progress(request: web.Request) -> web.Response:
-    most = [
-        query_int(request, f"max_try_count_{i}", DEFAULT_MAX_TRIES, 0, 2**31 - 1) for i in range(5)
-    ]
+    most = list(query_params(request, MAX_TRIES).values())
     await reached_min_position(request)
     services = request.app[SERVICES]
-    rm = services.queries
-    outdials = await read(request, rm.progress, request[CUSTOMER], most, MAX_OUTDIALS)
+    queries = services.queries
+    outdials = await services.backend.read(queries.progress, request[CUSTOMER], most, MAX_OUTDIALS)
     position = services.positions.position
     head = await asyncio.to_thread(services.head) if services.head else position
     body = {
