@@ -1,8 +1,8 @@
 """`python -m services.docs --write`: write the generated documents into docs/.
 
-`docs/asyncapi.yaml` (the bus) and `docs/openapi.json` (the HTTP API, from the
-table of operations) are built from the code's pydantic models; tests fail when
-a checked-in copy is stale.
+`docs/asyncapi.yaml` (the bus, the platform's envelope and events) and
+`docs/openapi.json` (the HTTP API) are built from the code's pydantic models and
+the table of operations; tests fail when a checked-in copy is stale.
 Without `--write`, it only says which are.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from services.gateway.envelope import route_summaries
 from services.gateway.openapi import document as openapi_document
 from shared import asyncapi
 
@@ -22,7 +23,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def generated() -> dict[Path, str]:
     openapi = orjson.dumps(openapi_document(), option=orjson.OPT_INDENT_2).decode() + "\n"
-    asyncapi_yaml = asyncapi.render()
+    asyncapi_yaml = asyncapi.render(route_summaries())
     return {DOCS / "asyncapi.yaml": asyncapi_yaml, DOCS / "openapi.json": openapi}
 
 

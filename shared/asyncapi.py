@@ -1,9 +1,15 @@
-"""The AsyncAPI 3.0 document of the bus (CONTRACT 3 and 4), built from the code's models.
+"""The AsyncAPI 3.0 document of the bus, built from the code's models: the commands,
+their replies and `outdial.events` (CONTRACT 3 and 4); and the platform's side
+(CONTRACT 8): VoIPbin's request envelope on `bin-manager.outdial-manager.request`
+and its replies, the outdial events on VoIPbin's fanout exchange, and the
+webhooks handed to webhook-manager.
 
 Every command's payload is the JSON schema of the pydantic model the service
 parses (`shared.commands`); every reply's and event's `data` is a model of
-`shared.resources`. So the document follows the models; `docs/asyncapi.yaml` is
-this document written out, and a test fails when the two differ. Regenerate:
+`shared.resources`, in the tutorial's shapes or VoIPbin's. So the document
+follows the models; `docs/asyncapi.yaml` is this document written out (with the
+envelope's routes of the table of operations, `services.docs`), and a test fails
+when the two differ. Regenerate:
 
     python -m services.docs --write
 """
@@ -12,12 +18,14 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-from typing import Any, get_args
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
+from uuid import UUID
 
 from pydantic import BaseModel, Field, create_model
 from pydantic.json_schema import models_json_schema
 
-from shared import commands, resources
+from shared import commands, platform, resources
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, EVENT_EXCHANGE, EVENT_TYPES, JSON
 from shared.config import DEFAULT_AMQP_URL
 
@@ -73,6 +81,100 @@ def _event_model(kind: str, data: type[BaseModel]) -> type[BaseModel]:
     )
 
 
+# ---- the platform's side (CONTRACT 8) ------------------------------------------------
+
+
+class PlatformRequest(BaseModel):
+    """A request envelope (VoIPbin's `sock.Request`), as the platform's callers publish
+    it: to the default exchange, `content_type` text/plain, a private `reply_to`
+    queue, no `correlation_id` and no `message_id`."""
+
+    uri: str = Field(
+        description="A route of VoIPbin's outdial-manager, with its query string.",
+        examples=["/v1/outdials?page_token=2026-11-27T11%3A08%3A56.914735Z&page_size=10"],
+    )
+    method: Literal["POST", "GET", "PUT", "DELETE"]
+    publisher: str = Field(examples=["api-manager", "campaign-manager"])
+    data_type: str = Field(examples=[JSON])
+    data: Any = Field(
+        None,
+        description="An embedded JSON value: a write's fields, or a list's filters. "
+        "Absent for most reads.",
+    )
+    request_id: str | None = None
+
+
+PlatformData = (
+    resources.PlatformOutdial
+    | resources.PlatformTarget
+    | list[resources.PlatformOutdial]
+    | list[resources.PlatformTarget]
+)
+
+
+class PlatformReply(BaseModel):
+    """A request answered (VoIPbin's `sock.Response`): the outdial or target in
+    VoIPbin's model, or a list of them (`[]` when empty), newest first."""
+
+    status_code: int = Field(json_schema_extra={"const": 200})
+    data_type: str = Field(json_schema_extra={"const": JSON})
+    data: PlatformData
+
+
+class PlatformErrorReply(BaseModel):
+    """A request refused: VoIPbin's typed error; `status_code` is VoIPbin's
+    `HTTPStatusFor` of `data.status`."""
+
+    status_code: int = Field(json_schema_extra={"enum": [400, 404, 409, 500, 503]})
+    data_type: str = Field(json_schema_extra={"const": platform.ERROR_DATA_TYPE})
+    data: resources.PlatformError
+
+
+class PlatformNoRoute(BaseModel):
+    """No route takes the request's method and `uri`, as VoIPbin answers it."""
+
+    status_code: int = Field(json_schema_extra={"const": 404})
+    data_type: str = Field(json_schema_extra={"const": ""})
+
+
+def _platform_event_model(kind: str) -> type[BaseModel]:
+    return create_model(
+        f"PlatformEvent_{kind}",
+        __doc__=f"`{kind}` as VoIPbin publishes it (`sock.Event`): the outdial after it.",
+        type=(str, Field(json_schema_extra={"const": kind})),
+        publisher=(str, Field(json_schema_extra={"const": platform.SERVICE_NAME})),
+        data_type=(str, Field(json_schema_extra={"const": JSON})),
+        data=(resources.PlatformOutdial, ...),
+    )
+
+
+class WebhookEvent(BaseModel):
+    """The event a customer's webhook carries (`webhook.Data`)."""
+
+    type: str = Field(json_schema_extra={"enum": list(platform.OUTDIAL_EVENTS)})
+    data: resources.PlatformOutdial
+
+
+class WebhookData(BaseModel):
+    """What webhook-manager is asked to send (`V1DataWebhooksPost`)."""
+
+    customer_id: UUID
+    data_type: str = Field(json_schema_extra={"const": JSON})
+    data: WebhookEvent
+
+
+class WebhookRequest(BaseModel):
+    """A customer's webhook of an outdial event, handed to webhook-manager as VoIPbin's
+    `WebhookV1WebhookSend` does (a request envelope, here without `reply_to`: fire
+    and forget). None for the nil customer, as VoIPbin."""
+
+    uri: str = Field(json_schema_extra={"const": platform.WEBHOOK_URI})
+    method: str = Field(json_schema_extra={"const": "POST"})
+    publisher: str = Field(json_schema_extra={"const": platform.SERVICE_NAME})
+    data_type: str = Field(json_schema_extra={"const": JSON})
+    data: WebhookData
+
+
 def _schemas(models: list[type[BaseModel]]) -> dict[str, Any]:
     """JSON schemas of `models` and of every model they use, all under components."""
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template=REF)
@@ -90,12 +192,25 @@ def _message(name: str, payload: str, summary: str, **extra: Any) -> dict[str, A
     }
 
 
-def document() -> dict[str, Any]:
+def document(envelope_routes: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """`envelope_routes`: the platform's envelope's routes, each with what it does
+    (the table of operations has them), for the request's description."""
     command_models: list[type[BaseModel]] = list(get_args(get_args(commands.Command)[0]))
     reply_models = {name: _reply_model(data) for name, data in REPLY_DATA.items()}
     event_models = {kind: _event_model(kind, data) for kind, data in EVENT_DATA.items()}
+    platform_events = {kind: _platform_event_model(kind) for kind in platform.OUTDIAL_EVENTS}
+    platform_replies: list[type[BaseModel]] = [PlatformReply, PlatformErrorReply, PlatformNoRoute]
     schemas = _schemas(
-        [*command_models, *set(reply_models.values()), ErrorReply, *event_models.values()]
+        [
+            *command_models,
+            *set(reply_models.values()),
+            ErrorReply,
+            *event_models.values(),
+            PlatformRequest,
+            *platform_replies,
+            *platform_events.values(),
+            WebhookRequest,
+        ]
     )
     correlated = {
         "correlationId": {
@@ -154,6 +269,29 @@ def document() -> dict[str, Any]:
             },
         )
 
+    routes = "".join(f"\n- `{route}`: {summary}" for route, summary in envelope_routes)
+    messages["PlatformRequest"] = _message(
+        "PlatformRequest",
+        "PlatformRequest",
+        "A request of the platform's services, as VoIPbin's outdial-manager takes it.",
+        description=(PlatformRequest.__doc__ or "").strip()
+        + " The body is JSON whatever its `content_type` says."
+        + (f"\n\nRoutes (`docs/envelope.md`):{routes}" if routes else ""),
+    )
+    for model in platform_replies:
+        messages[model.__name__] = _message(
+            model.__name__, model.__name__, (model.__doc__ or "").strip()
+        )
+    for kind, model in platform_events.items():
+        messages[f"platform_{kind}"] = _message(
+            f"platform_{kind}", model.__name__, (model.__doc__ or "").strip()
+        )
+    messages["WebhookRequest"] = _message(
+        "WebhookRequest", "WebhookRequest", (WebhookRequest.__doc__ or "").strip()
+    )
+    platform_reply_names = [m.__name__ for m in platform_replies]
+    platform_event_names = [f"platform_{kind}" for kind in platform.OUTDIAL_EVENTS]
+
     def refs(names: list[str]) -> dict[str, Any]:
         return {n: {"$ref": f"#/components/messages/{n}"} for n in names}
 
@@ -166,8 +304,10 @@ def document() -> dict[str, Any]:
             "version": _version(),
             "description": (
                 "Commands to the outdial service over RabbitMQ, their replies, and the "
-                "events it publishes. Built from the service's own pydantic models "
-                "(`python -m services.docs --write`)."
+                "events it publishes; and, for the platform's services (CONTRACT 8), "
+                "VoIPbin's request envelope, its outdial events and the customers' "
+                "webhooks, in VoIPbin's models (`docs/envelope.md`). Built from the "
+                "service's own pydantic models (`python -m services.docs --write`)."
             ),
         },
         "defaultContentType": JSON,
@@ -222,6 +362,66 @@ def document() -> dict[str, Any]:
                     }
                 },
             },
+            "platformRequests": {
+                "address": platform.REQUEST_QUEUE,
+                "description": "The platform's request envelope (CONTRACT 8), published to "
+                "the default exchange with the queue's name as routing key; each request "
+                "is answered once on its `reply_to` and settled once answered.",
+                "messages": refs(["PlatformRequest"]),
+                "bindings": {
+                    "amqp": {
+                        "is": "queue",
+                        "queue": {
+                            "name": platform.REQUEST_QUEUE,
+                            "durable": True,
+                            "exclusive": False,
+                        },
+                    }
+                },
+            },
+            "platformReplies": {
+                "address": None,
+                "description": "The caller's private queue, named in the request's "
+                "`reply_to`; the reply carries the request's `correlation_id` (none, "
+                "from VoIPbin's callers).",
+                "messages": refs(platform_reply_names),
+            },
+            "platformEvents": {
+                "address": platform.EVENT_EXCHANGE,
+                "description": "VoIPbin's outdial events, as its outdial-manager publishes "
+                "them: a fanout exchange, routing key empty; bind a queue to it with the "
+                'key `""`. Only the outdial\'s three (VoIPbin publishes none for '
+                "targets); at least once, in store order, each with a `message_id` that "
+                "is the same on every redelivery.",
+                "messages": refs(platform_event_names),
+                "bindings": {
+                    "amqp": {
+                        "is": "routingKey",
+                        "exchange": {
+                            "name": platform.EVENT_EXCHANGE,
+                            "type": "fanout",
+                            "durable": True,
+                        },
+                    }
+                },
+            },
+            "webhooks": {
+                "address": platform.WEBHOOK_QUEUE,
+                "description": "webhook-manager's request queue: a customer's webhook of "
+                "each outdial event is handed to it (default exchange), fire and forget; "
+                "the queue is webhook-manager's to declare.",
+                "messages": refs(["WebhookRequest"]),
+                "bindings": {
+                    "amqp": {
+                        "is": "queue",
+                        "queue": {
+                            "name": platform.WEBHOOK_QUEUE,
+                            "durable": True,
+                            "exclusive": False,
+                        },
+                    }
+                },
+            },
         },
         "operations": {
             "receiveCommand": {
@@ -249,6 +449,36 @@ def document() -> dict[str, Any]:
                 "summary": "The service publishes every stored event.",
                 "messages": [{"$ref": f"#/channels/events/messages/{k}"} for k in EVENT_TYPES],
             },
+            "receivePlatformRequest": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/platformRequests"},
+                "summary": "The service answers a request of the platform's services on "
+                "`reply_to`, as VoIPbin's outdial-manager does.",
+                "messages": [{"$ref": "#/channels/platformRequests/messages/PlatformRequest"}],
+                "reply": {
+                    "address": {"location": "$message.header#/reply_to"},
+                    "channel": {"$ref": "#/channels/platformReplies"},
+                    "messages": [
+                        {"$ref": f"#/channels/platformReplies/messages/{n}"}
+                        for n in platform_reply_names
+                    ],
+                },
+            },
+            "publishPlatformEvent": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/platformEvents"},
+                "summary": "The service publishes each outdial event as VoIPbin does.",
+                "messages": [
+                    {"$ref": f"#/channels/platformEvents/messages/{n}"}
+                    for n in platform_event_names
+                ],
+            },
+            "sendWebhook": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/webhooks"},
+                "summary": "The service hands each outdial event's webhook to webhook-manager.",
+                "messages": [{"$ref": "#/channels/webhooks/messages/WebhookRequest"}],
+            },
         },
         "components": {"schemas": schemas, "messages": messages},
     }
@@ -261,7 +491,8 @@ def _version() -> str:
         return "0.0.0"
 
 
-def render() -> str:
+def render(envelope_routes: Sequence[tuple[str, str]] = ()) -> str:
     import yaml  # only to write the document: not needed to run the service
 
-    return str(yaml.safe_dump(document(), sort_keys=False, allow_unicode=True, width=100))
+    text = yaml.safe_dump(document(envelope_routes), sort_keys=False, allow_unicode=True, width=100)
+    return str(text)

@@ -1,12 +1,19 @@
 """The outbox: the integration events of each stored event, rendered once, when the
-event is stored, in the same transaction (CONTRACT 4).
+event is stored, in the same transaction.
+
+Every event is published to `outdial.events` (CONTRACT 4). An outdial's
+created, updated and deleted events are also published as VoIPbin's
+outdial-manager publishes them (CONTRACT 8), in its model's shape: to its
+fanout event exchange, and as the customer's webhook, a request to
+webhook-manager's queue (fire and forget). VoIPbin publishes nothing for
+targets, and neither does this, there.
 
 Each row is one message to publish: its exchange, routing key, `message_id`
-(derived from the event's aggregate and version, so equal on every
-publication) and body. Rows are keyed by the event's position and a sequence
-number within it, and are written under the lock that orders the events, so
-their key order is the log's order. The relay publishes them in that order and
-deletes what the broker has confirmed.
+(derived from the event's aggregate and version, and which message of the
+event it is, so equal on every publication) and body. Rows are keyed by the
+event's position and a sequence number within it, and are written under the
+lock that orders the events, so their key order is the log's order. The relay
+publishes them in that order and deletes what the broker has confirmed.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 import orjson
 
 from services.store import Dialect
+from shared import platform, shapes
 from shared.bus import EVENT_EXCHANGE, JSON
 
 OUTBOX = "outdial_outbox"
-PUBLISHER = "outdial-manager"
+PUBLISHER = platform.SERVICE_NAME
+NIL_CUSTOMER = "00000000-0000-0000-0000-000000000000"
 EVENT_IDS = uuid5(NAMESPACE_URL, "urn:outdial:event")
 
 # The event class's name on each aggregate, to the routing key of CONTRACT 4.
@@ -78,7 +87,52 @@ def messages_for(event: Any, resource_with_customer: dict[str, Any]) -> list[Out
         {"type": key, "publisher": PUBLISHER, "data_type": JSON, "data": resource_with_customer}
     )
     message_id = event_message_id(event.originator_id, event.originator_version)
-    return [OutboxMessage(EVENT_EXCHANGE, key, message_id, body, with_position=True)]
+    messages = [OutboxMessage(EVENT_EXCHANGE, key, message_id, body, with_position=True)]
+    if key in platform.OUTDIAL_EVENTS:
+        messages += platform_messages(event, key, resource_with_customer)
+    return messages
+
+
+def platform_messages(event: Any, key: str, outdial: dict[str, Any]) -> list[OutboxMessage]:
+    """VoIPbin's `PublishWebhookEvent` of an outdial event: the event on its fanout
+    exchange (`sock.Event`), and the customer's webhook handed to webhook-manager
+    (a `POST /v1/webhooks` request, skipped, as VoIPbin skips it, for the nil
+    customer). `outdial`: the bus's shape, rendered again in VoIPbin's model."""
+    customer_id = outdial["customer_id"]
+    model = shapes.platform_outdial(shapes.outdial_record(outdial, customer_id))
+    event_body = orjson.dumps(
+        {"type": key, "publisher": PUBLISHER, "data_type": JSON, "data": model}
+    )
+    of_event = f"{event.originator_id}/{event.originator_version}"
+    messages = [
+        OutboxMessage(
+            platform.EVENT_EXCHANGE,
+            platform.EVENT_ROUTING_KEY,
+            str(uuid5(EVENT_IDS, f"{of_event}/platform-event")),
+            event_body,
+        )
+    ]
+    if customer_id != NIL_CUSTOMER:
+        webhook = {
+            "uri": platform.WEBHOOK_URI,
+            "method": "POST",
+            "publisher": PUBLISHER,
+            "data_type": JSON,
+            "data": {
+                "customer_id": customer_id,
+                "data_type": JSON,
+                "data": {"type": key, "data": model},
+            },
+        }
+        messages.append(
+            OutboxMessage(
+                "",  # the default exchange: straight to the queue
+                platform.WEBHOOK_QUEUE,
+                str(uuid5(EVENT_IDS, f"{of_event}/platform-webhook")),
+                orjson.dumps(webhook),
+            )
+        )
+    return messages
 
 
 def create_table(cursor: Any, dialect: Dialect) -> None:

@@ -27,6 +27,7 @@ from aiormq import spec
 from services.command import outbox
 from services.command.application import OutdialApplication
 from services.store import read_position, read_transaction, write_position, write_transaction
+from shared import platform
 from shared.bus import EVENT_EXCHANGE, JSON
 from shared.queue_consumer import raw_channel
 
@@ -59,8 +60,16 @@ class EventRelay:
         self._recorded_at = time.monotonic()
 
     async def declare(self) -> None:
+        """The exchanges the outbox's messages go to: `outdial.events` (CONTRACT 4), and
+        the platform's event exchange (CONTRACT 8), declared as VoIPbin declares it
+        (fanout, durable, no arguments: otherwise one of the two declarations is
+        refused). Webhooks go by the default exchange to webhook-manager's queue,
+        which is webhook-manager's to declare: without it, they are dropped."""
         self._exchanges[EVENT_EXCHANGE] = await self.channel.declare_exchange(
             EVENT_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self._exchanges[platform.EVENT_EXCHANGE] = await self.channel.declare_exchange(
+            platform.EVENT_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
         )
 
     async def close(self) -> None:

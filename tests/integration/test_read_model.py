@@ -271,12 +271,15 @@ def test_a_store_of_the_previous_version_is_brought_up_to_date(store_url: str) -
         assert refused.error["code"] == "target_not_progressing"
         assert app.recorder.max_notification_id() == 20  # neither stored anything
 
-        # The outbox holds what the old relay had not published: events 17 and 19.
+        # The outbox holds what the old relay had not published: events 17 and 19
+        # (the outdial's also as the platform's event and webhook, CONTRACT 8).
         with read_transaction(app.recorder) as c:
             rows = outbox.page(c, app.store.dialect, 0, 100)
-        assert [(r.position, r.routing_key) for r in rows] == [
-            (17, "outdialtarget_updated"),
-            (19, "outdial_updated"),
+        assert [(r.position, r.exchange, r.routing_key) for r in rows] == [
+            (17, "outdial.events", "outdialtarget_updated"),
+            (19, "outdial.events", "outdial_updated"),
+            (19, "bin-manager.outdial-manager.event", ""),
+            (19, "", "bin-manager.webhook-manager.request"),
         ]
         assert orjson.loads(rows[1].body)["data"]["name"] == "renamed"
 

@@ -15,9 +15,11 @@ import yaml
 
 from services import docs
 from services.command.outbox import ROUTING_KEYS
+from services.gateway.operations import OPERATIONS
 from shared import asyncapi, shapes
 from shared.bus import EVENT_TYPES
 from shared.commands import COMMAND_TYPES
+from shared.errors import ErrorCode
 from shared.resources import CustomerOutdial, CustomerTarget
 
 SCHEMA = Path(__file__).parents[1] / "schemas" / "asyncapi-3.0.0.json"
@@ -71,6 +73,64 @@ def test_every_command_event_and_reply_is_there(doc: dict[str, Any]) -> None:
     assert schemas["AddTargets"]["properties"]["targets"]["maxItems"] == 1000
 
 
+def test_the_platforms_side_is_there(doc: dict[str, Any]) -> None:
+    channels = doc["channels"]
+    requests = channels["platformRequests"]
+    assert requests["address"] == "bin-manager.outdial-manager.request"
+    assert requests["bindings"]["amqp"]["queue"]["durable"] is True
+    events = channels["platformEvents"]
+    assert events["address"] == "bin-manager.outdial-manager.event"
+    assert events["bindings"]["amqp"]["exchange"] == {
+        "name": "bin-manager.outdial-manager.event",
+        "type": "fanout",
+        "durable": True,
+    }
+    assert list(events["messages"]) == [
+        "platform_outdial_created",
+        "platform_outdial_updated",
+        "platform_outdial_deleted",
+    ]
+    assert channels["webhooks"]["address"] == "bin-manager.webhook-manager.request"
+    assert set(channels["platformReplies"]["messages"]) == {
+        "PlatformReply",
+        "PlatformErrorReply",
+        "PlatformNoRoute",
+    }
+    schemas = doc["components"]["schemas"]
+    assert list(schemas["PlatformOutdial"]["properties"]) == [
+        "id",
+        "customer_id",
+        "campaign_id",
+        "name",
+        "detail",
+        "data",
+        "tm_create",
+        "tm_update",
+        "tm_delete",
+    ]
+    assert "customer_id" not in schemas["PlatformTarget"]["properties"]
+    assert schemas["PlatformError"]["properties"]["status"]["$ref"].endswith("/PlatformStatus")
+    event = schemas["PlatformEvent_outdial_created"]["properties"]
+    assert event["data"] == {"$ref": "#/components/schemas/PlatformOutdial"}
+
+
+def test_the_checked_in_document_lists_every_route_of_the_envelope() -> None:
+    checked_in = yaml.safe_load((docs.DOCS / "asyncapi.yaml").read_text())
+    text = checked_in["components"]["messages"]["PlatformRequest"]["description"]
+    for op in OPERATIONS:
+        if op.envelope is not None:
+            assert f"{op.envelope.method} {op.envelope.path}" in text, op.name
+
+
+def test_docs_envelope_md_names_every_route_and_reason() -> None:
+    text = (docs.DOCS / "envelope.md").read_text()
+    for op in OPERATIONS:
+        if op.envelope is not None:
+            assert f"`{op.envelope.method} {op.envelope.path}" in text, op.name
+    for code in ErrorCode:
+        assert f"`{code.reason}`" in text, code
+
+
 def test_resources_name_the_rendered_fields_in_order() -> None:
     now = datetime.now(UTC)
     outdial = shapes.outdial(
@@ -118,3 +178,6 @@ class _Row:
 
 def test_the_document_is_yaml_of_json_types() -> None:
     assert yaml.safe_load(asyncapi.render()) == json.loads(json.dumps(asyncapi.document()))
+    routes = [("GET /v1/outdials", "a list")]
+    rendered = yaml.safe_load(asyncapi.render(routes))
+    assert rendered == json.loads(json.dumps(asyncapi.document(routes)))
