@@ -314,7 +314,7 @@ class Positions:
             return read_position(c, self.dialect, RELAY) or 0
 
     def outbox(self) -> int:
-        """Rows in the outbox: events stored and not yet published (and confirmed)."""
+        """Rows in the outbox: messages of events stored and not yet published."""
         with self._read() as c:
             c.execute(f"SELECT COUNT(*) FROM {self.dialect.table('outdial_outbox')}")
             return int(c.fetchone()[0])

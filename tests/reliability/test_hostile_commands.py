@@ -948,22 +948,15 @@ async def test_a_valid_command_of_megabytes_is_stored(store_url: str) -> None:
 
 # --- any character a JSON string can carry --------------------------------------------
 
-NUL_IN_TEXT = pytest.mark.xfail(
-    strict=True,
-    reason="service bug: PostgreSQL's TEXT cannot hold NUL, and the read model keeps an "
-    "outdial's name raw in a TEXT column: the command fails (500, dead-lettered; see the report)",
-)
 
-
-@pytest.mark.parametrize(
-    "store_url", ["sqlite", pytest.param("postgres", marks=NUL_IN_TEXT)], indirect=True
-)
 async def test_text_with_nul_and_other_control_characters_is_stored_as_sent(
     service: CommandSide,
 ) -> None:
     """The generated messages above draw such text only now and then; these are
     sent every time. A valid command is answered 200 whatever characters its
-    strings hold, and reads back as sent."""
+    strings hold, and reads back as sent. (PostgreSQL's TEXT cannot hold a NUL:
+    an outdial's name kept raw in a column of the read model once failed its
+    command there, 500 and dead-lettered.)"""
     customer = str(uuid.uuid4())
     odd = "a\x00b\x01\x1f\x7f\u2028\U0001f600"
     async with Replies() as replies:
@@ -1006,7 +999,6 @@ async def test_text_with_nul_and_other_control_characters_is_stored_as_sent(
     queries = service.rt.queries
     found = queries.outdial(customer, outdial)
     assert found is not None
-    body, deleted = found
-    assert (orjson.loads(body)["name"], deleted) == (odd + "!", False)
+    assert (orjson.loads(found.body)["name"], found.deleted) == (odd + "!", False)
     target = queries.target(customer, outdial, added["data"]["id"])
-    assert target is not None and orjson.loads(target)["destination_0"]["name"] == odd
+    assert target is not None and orjson.loads(target.body)["destination_0"]["name"] == odd

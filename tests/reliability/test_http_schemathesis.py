@@ -265,27 +265,6 @@ def accepted_or_semantic(case: Case[Any], response: Response) -> None:
 # ---- the test ----------------------------------------------------------------------
 
 
-UNDOCUMENTED_415 = (
-    "service bug: a write whose body is not declared JSON is answered 415, which the "
-    "OpenAPI document does not list (ST103; see the report)"
-)
-NUL_500 = (
-    "; and on PostgreSQL an outdial named with a NUL is answered 500 (ST101; "
-    "test_hostile_commands.py pins it)"
-)
-
-
-@pytest.mark.parametrize(
-    "store_url",
-    [
-        pytest.param("sqlite", marks=pytest.mark.xfail(strict=True, reason=UNDOCUMENTED_415)),
-        # Not strict: the generated requests hold a NUL only now and then.
-        pytest.param(
-            "postgres", marks=pytest.mark.xfail(strict=False, reason=UNDOCUMENTED_415 + NUL_500)
-        ),
-    ],
-    indirect=True,
-)
 def test_every_answer_is_as_documented(store_url: str, tmp_path: Path, scale: int) -> None:
     started = time.monotonic()
     with outdial_run(store_url, tmp_path) as base, requests.Session() as session:

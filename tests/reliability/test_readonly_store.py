@@ -121,13 +121,19 @@ def read_only_role(store_url: str) -> Iterator[Switchable]:
 
 
 def topics(rt: Runtime) -> Counter[str]:
-    """Events by topic, and the rows of every table a command writes beside them."""
+    """Events by topic, and the rows of every table a command writes beside them
+    (the outbox's by event: an event may have several messages)."""
     notifications = rt.app.recorder.select_notifications(start=None, limit=10**9)
     counts = Counter(n.topic.rsplit(":", 1)[1] for n in notifications)
     dialect = rt.store.dialect
     with read_transaction(rt.app.recorder) as c:
-        for name in (RECEIPTS, OUTBOX, OUTDIALS, TARGETS):
-            c.execute(f"SELECT COUNT(*) FROM {dialect.table(name)}")
+        for name, rows in [
+            (RECEIPTS, "*"),
+            (OUTBOX, "DISTINCT position"),
+            (OUTDIALS, "*"),
+            (TARGETS, "*"),
+        ]:
+            c.execute(f"SELECT COUNT({rows}) FROM {dialect.table(name)}")
             counts[name] = int(c.fetchone()[0])
     return counts
 
