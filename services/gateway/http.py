@@ -236,7 +236,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 def list_body(listing: Listing) -> bytes:
     """`{"result": [...], "next_page_token": "..."}`, of the stored bodies as they are."""
-    items = b",".join(item.body for item in listing.items)
+    items = ",".join(listing.bodies).encode()
     token = orjson.dumps(listing.next_page_token)
     return b'{"result":[' + items + b'],"next_page_token":' + token + b"}"
 

@@ -38,6 +38,8 @@ import orjson
 from pydantic import BaseModel
 
 from services.query.queries import (
+    ID,
+    TM_CREATE,
     Cursor,
     FoundOutdial,
     FoundTarget,
@@ -138,21 +140,35 @@ class Resource:
 
 @dataclass(frozen=True)
 class Listing:
-    """Resources in order, and the token of the next page (empty: none, or not paged)."""
+    """Outdials or targets in order, each as the read model stores it: its tutorial
+    shape (the HTTP API answers these as they are) and its customer; and the token
+    of the next page (empty: none, or not paged)."""
 
-    items: list[Resource]
+    kind: Kind
+    bodies: Sequence[str] = ()
+    customer_ids: Sequence[str] = ()
     next_page_token: str = ""
 
     @classmethod
-    def of_page(cls, kind: Kind, page: Page) -> Listing:
-        items = [Resource(kind, row.body.encode(), row.customer_id) for row in page.rows]
-        if not page.rows:
-            return cls(items)
-        last = page.rows[-1]
+    def of_page(cls, kind: Kind, page: Page, customer_id: str | None = None) -> Listing:
+        """`customer_id`: the customer of every row (a targets' page), else each row's."""
+        rows = page.rows
+        customers = page.customer_ids if customer_id is None else [customer_id] * len(rows)
+        if not rows:
+            return cls(kind)
+        tm_create, row_id = rows[-1][TM_CREATE], rows[-1][ID]
         # The last tm_create alone resumes correctly unless the next row shares it
         # (many targets of one AddTargets may): then the id breaks the tie.
-        tied = page.more and page.next_tm_create == last.tm_create
-        return cls(items, f"{last.tm_create}|{last.id}" if tied else last.tm_create)
+        tied = page.more and page.next_tm_create == tm_create
+        token = f"{tm_create}|{row_id}" if tied else tm_create
+        return cls(kind, page.bodies, customers, token)
+
+    @property
+    def items(self) -> list[Resource]:
+        return [
+            Resource(self.kind, body.encode(), customer)
+            for body, customer in zip(self.bodies, self.customer_ids, strict=True)
+        ]
 
 
 # ---- what a handler takes --------------------------------------------------------
@@ -338,10 +354,10 @@ async def delete_outdial(call: Call, backend: Backend) -> Resource:
 async def list_targets(call: Call, backend: Backend) -> Listing:
     outdial = await visible_outdial(call, backend)
     if outdial.deleted:
-        return Listing([])  # a deleted outdial's targets are hidden from lists
+        return Listing("target")  # a deleted outdial's targets are hidden from lists
     cursor, size = call.page
     page = await backend.read(backend.queries.targets_page, call.ids["outdial_id"], cursor, size)
-    return Listing.of_page("target", page)
+    return Listing.of_page("target", page, outdial.customer_id)
 
 
 async def add_target(call: Call, backend: Backend) -> Resource:
@@ -352,12 +368,7 @@ async def add_target(call: Call, backend: Backend) -> Resource:
 
 
 async def get_target(call: Call, backend: Backend) -> Resource:
-    target_id = call.ids["target_id"]
-    found = await backend.read(
-        backend.queries.target, call.customer_id, call.ids.get("outdial_id"), target_id
-    )
-    if found is None:
-        raise Refused(ErrorCode.TARGET_NOT_FOUND, f"target {target_id} not found")
+    found = await visible_target(call, backend)
     return Resource("target", found.body.encode(), found.customer_id)
 
 
@@ -369,12 +380,13 @@ async def available_targets(call: Call, backend: Backend) -> Listing:
     """The targets a claim could get now (CONTRACT 2), without claiming them."""
     outdial = await visible_outdial(call, backend)
     if outdial.deleted:
-        return Listing([])  # a deleted outdial's targets are never available
+        return Listing("target")  # a deleted outdial's targets are never available
     most = [call.params[f"max_try_count_{i}"] for i in range(5)]
     rows = await backend.read(
         backend.queries.available, call.ids["outdial_id"], most, None, call.params["limit"]
     )
-    return Listing([Resource("target", body.encode(), outdial.customer_id) for _, body in rows])
+    bodies = [body for _, body in rows]
+    return Listing("target", bodies, [outdial.customer_id] * len(bodies))
 
 
 async def mark_target_progressing(call: Call, backend: Backend) -> Resource:
@@ -413,9 +425,32 @@ async def target_write(call: Call, backend: Backend, command_type: str) -> Resou
 async def visible_outdial(call: Call, backend: Backend) -> FoundOutdial:
     """The caller's outdial (any customer's, for a trusted caller), deleted or not."""
     outdial_id = call.ids["outdial_id"]
-    found = await backend.read(backend.queries.outdial, call.customer_id, outdial_id)
+    queries = backend.queries
+    found: FoundOutdial | None
+    if call.customer_id is None:
+        found = await backend.read(queries.outdial_by_id, outdial_id)
+    else:
+        mine = await backend.read(queries.outdial, call.customer_id, outdial_id)
+        found = None if mine is None else FoundOutdial(*mine, call.customer_id)
     if found is None:
         raise Refused(ErrorCode.OUTDIAL_NOT_FOUND, f"outdial {outdial_id} not found")
+    return found
+
+
+async def visible_target(call: Call, backend: Backend) -> FoundTarget:
+    """The caller's target of the outdial of the path (any customer's target, for a
+    trusted caller, who names the target alone), deleted or not."""
+    target_id = call.ids["target_id"]
+    queries = backend.queries
+    found: FoundTarget | None
+    if call.customer_id is None:
+        found = await backend.read(queries.target_by_id, target_id)
+    else:
+        outdial_id = call.ids["outdial_id"]
+        body = await backend.read(queries.target, call.customer_id, outdial_id, target_id)
+        found = None if body is None else FoundTarget(body, call.customer_id, outdial_id)
+    if found is None:
+        raise Refused(ErrorCode.TARGET_NOT_FOUND, f"target {target_id} not found")
     return found
 
 
@@ -431,12 +466,7 @@ async def owner_of_target(call: Call, backend: Backend) -> tuple[str, str]:
     """(customer, outdial_id) of the target a write is about."""
     if call.customer_id is not None:
         return call.customer_id, call.ids["outdial_id"]
-    target_id = call.ids["target_id"]
-    found: FoundTarget | None = await backend.read(
-        backend.queries.target, None, call.ids.get("outdial_id"), target_id
-    )
-    if found is None:
-        raise Refused(ErrorCode.TARGET_NOT_FOUND, f"target {target_id} not found")
+    found = await visible_target(call, backend)
     return found.customer_id, found.outdial_id
 
 

@@ -20,14 +20,11 @@ from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, filter_te
 from services.store import Dialect, Store, ThreadReaders, read_position
 from shared import shapes
 
-
-class Row(NamedTuple):
-    """One item of a page."""
-
-    tm_create: str
-    id: str
-    body: str  # the tutorial's shape (CONTRACT 1), as the HTTP API answers it
-    customer_id: str
+# One item of a page, as the driver hands it over (a page is read for every list
+# the HTTP API answers: no object per row): tm_create, id, body (the tutorial's
+# shape, CONTRACT 1, as the HTTP API answers it), and, for outdials, customer_id.
+Row = tuple[str, ...]
+TM_CREATE, ID, BODY, CUSTOMER_ID = range(4)
 
 
 @dataclass(frozen=True)
@@ -35,6 +32,15 @@ class Page:
     rows: list[Row]
     more: bool  # a row beyond the page exists
     next_tm_create: str | None  # tm_create of the first row beyond the page
+
+    @property
+    def bodies(self) -> list[str]:
+        return [row[BODY] for row in self.rows]
+
+    @property
+    def customer_ids(self) -> list[str]:
+        """Each row's customer (outdials' pages only)."""
+        return [row[CUSTOMER_ID] for row in self.rows]
 
 
 # A cursor of a page: after (tm_create, id); an id of None means after every row
@@ -50,7 +56,6 @@ class FoundOutdial(NamedTuple):
 
 class FoundTarget(NamedTuple):
     body: str
-    deleted: bool
     customer_id: str
     outdial_id: str
 
@@ -121,50 +126,59 @@ class Queries:
             return read_position(c, self.dialect, READ_MODEL) or 0
 
     # ---- by id -------------------------------------------------------------
-    def outdial(self, customer_id: str | None, outdial_id: str) -> FoundOutdial | None:
-        """The outdial, deleted or not; None if absent or another customer's. A
-        `customer_id` of None finds any customer's (the envelope's trusted callers)."""
-        where, params = "id = ?", [outdial_id]
-        if customer_id is not None:
-            where += " AND customer_id = ?"
-            params.append(customer_id)
+    def outdial(self, customer_id: str, outdial_id: str) -> tuple[str, bool] | None:
+        """The customer's outdial, deleted or not: (body, deleted); None if absent or
+        another customer's."""
         row = self._one(
-            f"SELECT body, deleted, customer_id FROM {self._outdials} WHERE {where}", params
+            f"SELECT body, deleted FROM {self._outdials} WHERE id = ? AND customer_id = ?",
+            (outdial_id, customer_id),
+        )
+        return None if row is None else (str(row[0]), bool(row[1]))
+
+    def outdial_by_id(self, outdial_id: str) -> FoundOutdial | None:
+        """Any customer's outdial, deleted or not. For trusted callers only (the
+        platform's envelope, which names bare ids)."""
+        row = self._one(
+            f"SELECT body, deleted, customer_id FROM {self._outdials} WHERE id = ?",
+            (outdial_id,),
         )
         return None if row is None else FoundOutdial(str(row[0]), bool(row[1]), str(row[2]))
 
-    def target(
-        self, customer_id: str | None, outdial_id: str | None, target_id: str
-    ) -> FoundTarget | None:
-        """The target, deleted or not; None if absent, of another outdial, or another
-        customer's. None for `customer_id` or `outdial_id`: any."""
-        where, params = "id = ?", [target_id]
-        if outdial_id is not None:
-            where += " AND outdial_id = ?"
-            params.append(outdial_id)
-        if customer_id is not None:
-            where += " AND customer_id = ?"
-            params.append(customer_id)
+    def target(self, customer_id: str, outdial_id: str, target_id: str) -> str | None:
+        """The body of the customer's target of that outdial, deleted or not."""
         row = self._one(
-            f"SELECT body, deleted, customer_id, outdial_id FROM {self._targets} WHERE {where}",
-            params,
+            f"SELECT body FROM {self._targets} WHERE id = ? AND outdial_id = ? AND customer_id = ?",
+            (target_id, outdial_id, customer_id),
         )
-        if row is None:
-            return None
-        return FoundTarget(str(row[0]), bool(row[1]), str(row[2]), str(row[3]))
+        return None if row is None else str(row[0])
+
+    def target_by_id(self, target_id: str) -> FoundTarget | None:
+        """Any customer's target, deleted or not. For trusted callers only."""
+        row = self._one(
+            f"SELECT body, customer_id, outdial_id FROM {self._targets} WHERE id = ?",
+            (target_id,),
+        )
+        return None if row is None else FoundTarget(str(row[0]), str(row[1]), str(row[2]))
 
     # ---- lists -------------------------------------------------------------
     def outdials_page(self, filters: OutdialFilters, after: Cursor | None, size: int) -> Page:
         where, params = filters.where()
-        return self._page(self._outdials, where, params, after, size)
+        columns = "tm_create, id, body, customer_id"
+        return self._page(self._outdials, columns, where, params, after, size)
 
     def targets_page(self, outdial_id: str, after: Cursor | None, size: int) -> Page:
-        return self._page(
-            self._targets, "outdial_id = ? AND deleted = 0", [outdial_id], after, size
-        )
+        """The outdial's live targets (whose customer is the outdial's)."""
+        where = "outdial_id = ? AND deleted = 0"
+        return self._page(self._targets, "tm_create, id, body", where, [outdial_id], after, size)
 
     def _page(
-        self, from_table: str, where: str, params: list[Any], after: Cursor | None, size: int
+        self,
+        from_table: str,
+        columns: str,
+        where: str,
+        params: list[Any],
+        after: Cursor | None,
+        size: int,
     ) -> Page:
         """The rows `where` holds, newest first, strictly after the cursor."""
         params = list(params)
@@ -177,14 +191,14 @@ class Queries:
                 where += " AND (tm_create < ? OR (tm_create = ? AND id < ?))"
                 params += [tm, tm, row_id]
         params.append(size + 1)
+        # Text columns come as str from both drivers: the rows are used as they are.
         rows = self._all(
-            f"SELECT tm_create, id, body, customer_id FROM {from_table} WHERE {where} "
+            f"SELECT {columns} FROM {from_table} WHERE {where} "
             "ORDER BY tm_create DESC, id DESC LIMIT ?",
             params,
         )
-        page = [Row(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
-        more = len(page) > size
-        return Page(page[:size], more, page[size].tm_create if more else None)
+        more = len(rows) > size
+        return Page(rows[:size], more, rows[size][TM_CREATE] if more else None)
 
     # ---- dialing -----------------------------------------------------------
     def available(

@@ -566,7 +566,7 @@ async def test_a_reply_that_cannot_be_published_runs_its_request_once(
 
             def names() -> list[str]:
                 page = stack.rt.queries.targets_page(outdial_id, None, 10)
-                return [orjson.loads(row.body)["name"] for row in page.rows]
+                return [orjson.loads(body)["name"] for body in page.bodies]
 
             for _ in range(100):
                 if names():

@@ -115,7 +115,7 @@ def test_paging_breaks_ties_of_tm_create_by_id(writer: Writer, page_size: int) -
     after = None
     while True:
         page = queries.targets_page(outdial, after, page_size)
-        body = orjson.loads(list_body(Listing.of_page("target", page)))
+        body = orjson.loads(list_body(Listing.of_page("target", page, "c")))
         if not body["result"]:
             break
         seen += [item["id"] for item in body["result"]]
@@ -235,7 +235,7 @@ def test_a_store_of_the_previous_version_is_brought_up_to_date(store_url: str) -
         found = queries.outdial(OLD_CUSTOMER, OLD_OUTDIAL)
         assert found is not None and orjson.loads(found[0])["name"] == "renamed"
         target = queries.target(OLD_CUSTOMER, OLD_OUTDIAL, OLD_TARGETS[1])
-        assert target is not None and orjson.loads(target.body)["status"] == "progressing"
+        assert target is not None and orjson.loads(target)["status"] == "progressing"
         queries.close()
 
         # Receipts moved: the same message answers its first reply, position included.
