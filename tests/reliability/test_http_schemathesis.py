@@ -52,10 +52,10 @@ pytestmark = pytest.mark.integration
 
 SECRET = "schemathesis-test-secret-of-at-least-32-bytes"
 # Per operation, at scale 1: schemathesis's coverage cases (at most), and generated
-# requests per mode (valid, invalid): about half a minute per store on two cores
+# requests per mode (valid, invalid): about 20 s per store on two cores
 # (the reliability suite as a whole is kept within six minutes).
-COVERAGE_CASES = 50
-EXAMPLES = 25
+COVERAGE_CASES = 35
+EXAMPLES = 15
 SETTINGS: dict[str, Any] = {
     "generation": {
         # The service ignores unknown query parameters and headers, as HTTP
