@@ -183,3 +183,27 @@ def test_claim_next_target_needs_every_max_try_count() -> None:
     assert [d["loc"] for d in e.details] == ["max_try_count_2"]
     e = invalid(body(**base, **counts, try_interval_ms=10**15))
     assert [d["loc"] for d in e.details] == ["try_interval_ms"]
+
+
+def test_every_address_type_of_the_platform_makes_a_target() -> None:
+    some = str(uuid.uuid4())
+    destinations = [
+        {"type": "whatsapp", "target": "+821012345678"},
+        {"type": "ai", "target": some},
+        {"type": "ai_team", "target": some},
+        {"type": "webchat", "target": "widget-1"},
+        {"type": "line", "target": "U4af4980629f1e2d3c4b5a69788796a5b"},
+    ]
+    targets = [target(destination_0=d) for d in destinations]
+    cmd = parse_command(body(type="AddTargets", outdial_id=OUTDIAL, targets=targets))
+    assert isinstance(cmd, AddTargets)
+    assert [t.destination_0.type for t in cmd.targets if t.destination_0] == [
+        d["type"] for d in destinations
+    ]
+
+
+def test_an_empty_destination_is_no_destination_on_the_bus() -> None:
+    # `{}` is absent only on the platform's envelope (VoIPbin's api-manager sends it
+    # so); a command says what it means: null, or an address.
+    e = invalid(body(type="AddTarget", outdial_id=OUTDIAL, **target(destination_1={})))
+    assert {d["loc"] for d in e.details} == {"destination_1.type", "destination_1.target"}
