@@ -16,9 +16,9 @@ import orjson
 
 from services.command.application import OutdialApplication
 from services.command.domain import OutdialTarget
-from services.query.envelope import REQUEST_QUEUE
 from shared.bus import COMMAND_QUEUE, EVENT_EXCHANGE, JSON
 from shared.client import OutdialClient
+from shared.platform import REQUEST_QUEUE
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
-from services.query.api import OPEN_PATHS, Services, make_app
+from services.gateway.http import OPEN_PATHS, Services, make_app
 from tests.expected import TEL
 
 OUTDIALS = "/v1.0/outdials"

@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from services.command.receipts import RECEIPTS
-from services.query.api import OPEN_PATHS
+from services.gateway.http import OPEN_PATHS
 from services.store import read_transaction
 from tests.expected import TEL
 from tests.integration.stack import SECRET, Stack, running_stack

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from services import bootstrap
-from services.query.api import MAX_AVAILABLE, MAX_BODY, MAX_PAGE_SIZE
+from services.gateway.http import MAX_AVAILABLE, MAX_BODY, MAX_PAGE_SIZE
 from shared.client import OutdialClient
 from tests.expected import TEL
 from tests.fixtures import AMQP_URL
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 BODY_ROUTES = [(m, p) for m, p in ROUTES if m in {"POST", "PUT"}]
 ID_ROUTES = [(m, p) for m, p in ROUTES if "{id}" in p]
 # Shortened for the slow-client tests only (the service's are
-# HEADER_TIMEOUT_SECONDS and BODY_TIMEOUT_SECONDS of services.query.api).
+# HEADER_TIMEOUT_SECONDS and BODY_TIMEOUT_SECONDS of services.gateway.http).
 SLOW_CLIENT_TIMEOUT = 2.0
 
 
