@@ -23,10 +23,10 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
@@ -40,6 +40,8 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from eventsourcing.utils import retry
+
+T = TypeVar("T")
 
 
 class StoreURLError(ValueError):
@@ -197,6 +199,20 @@ class ThreadReaders:
                     connection.close()
             raise
 
+    def read(self, fn: Callable[[Any], T]) -> T:
+        """`fn(cursor)`, once more on a new connection if this thread's was broken (a
+        PostgreSQL restart, a failover, connections cut): a read is safe to repeat,
+        and the first read after the store came back must not fail for a
+        connection that died while it was away."""
+        try:
+            with self.cursor() as c:
+                return fn(c)
+        except Exception as e:
+            if not (self.store.kind == "postgres" and _broken(e)):
+                raise
+        with self.cursor() as c:
+            return fn(c)
+
     def close(self) -> None:
         """Close this thread's connection (the others close with their threads)."""
         connection = getattr(self._local, "connection", None)
@@ -278,12 +294,15 @@ class SQLiteInlineRecorder(SQLiteApplicationRecorder):
         )
         if isinstance(originator_id, UUID):
             params[0] = originator_id.hex
-        with self.readers.cursor() as c:
+
+        def rows(c: Any) -> list[Any]:
             c.execute(statement, params)
-            return [
-                StoredEvent(self.convert_originator_id(r[0]), r[1], r[2], r[3])
-                for r in c.fetchall()
-            ]
+            return list(c.fetchall())
+
+        return [
+            StoredEvent(self.convert_originator_id(r[0]), r[1], r[2], r[3])
+            for r in self.readers.read(rows)
+        ]
 
 
 class PostgresInlineRecorder(PostgresApplicationRecorder):
@@ -336,10 +355,13 @@ class PostgresInlineRecorder(PostgresApplicationRecorder):
     ) -> Sequence[StoredEvent]:
         table = self.dialect.table(self.events_table_name)
         statement, params = _select_events(table, "%s", originator_id, gt, lte, desc, limit)
+
+        def rows(c: Any) -> list[Any]:
+            c.execute(statement, params, prepare=True)
+            return list(c.fetchall())
+
         try:
-            with self.readers.cursor() as c:
-                c.execute(statement, params, prepare=True)
-                return [StoredEvent(r[0], r[1], r[2], bytes(r[3])) for r in c.fetchall()]
+            return [StoredEvent(r[0], r[1], r[2], bytes(r[3])) for r in self.readers.read(rows)]
         except Exception as e:
             import psycopg
 

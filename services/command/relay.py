@@ -88,10 +88,11 @@ class EventRelay:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def _page(self, after: int | None) -> tuple[int, list[outbox.OutboxRow]]:
-        with self.app.recorder.readers.cursor() as c:  # type: ignore[attr-defined]
-            if after is None:
-                after = read_position(c, self.dialect, RELAY) or 0
-            return after, outbox.page(c, self.dialect, after, self.page_size)
+        def page(c: Any) -> tuple[int, list[outbox.OutboxRow]]:
+            start = after if after is not None else read_position(c, self.dialect, RELAY) or 0
+            return start, outbox.page(c, self.dialect, start, self.page_size)
+
+        return self.app.recorder.readers.read(page)  # type: ignore[attr-defined,no-any-return]
 
     def _record(self, position: int) -> None:
         with write_transaction(self.app.recorder) as c:

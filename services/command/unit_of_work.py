@@ -179,8 +179,8 @@ class UnitOfWork:
         wanted = [k for k in keys if k not in self._receipts]
         if not wanted:
             return
-        with self.app.recorder.readers.cursor() as cursor:  # type: ignore[attr-defined]
-            found = receipts.find(cursor, self.dialect, wanted)
+        readers = self.app.recorder.readers  # type: ignore[attr-defined]
+        found = readers.read(lambda c: receipts.find(c, self.dialect, wanted))
         for key in wanted:
             self._receipts[key] = found.get(key)
 

@@ -107,14 +107,18 @@ class Queries:
         return self.readers.cursor()
 
     def _one(self, statement: str, params: Sequence[Any]) -> Any:
-        with self._cursor() as c:
+        def one(c: Any) -> Any:
             c.execute(self.dialect.sql(statement), params)
             return c.fetchone()
 
+        return self.readers.read(one)
+
     def _all(self, statement: str, params: Sequence[Any]) -> list[Any]:
-        with self._cursor() as c:
+        def every(c: Any) -> list[Any]:
             c.execute(self.dialect.sql(statement), params)
             return list(c.fetchall())
+
+        return self.readers.read(every)
 
     def close(self) -> None:
         self.readers.close()
@@ -122,8 +126,7 @@ class Queries:
     # ---- positions ---------------------------------------------------------
     def position(self) -> int:
         """The read model's position: the last event whose rows it holds."""
-        with self._cursor() as c:
-            return read_position(c, self.dialect, READ_MODEL) or 0
+        return self.readers.read(lambda c: read_position(c, self.dialect, READ_MODEL)) or 0
 
     # ---- by id -------------------------------------------------------------
     def outdial(self, customer_id: str, outdial_id: str) -> tuple[str, bool] | None:

@@ -10,9 +10,9 @@ host: there is no server to become unreachable, so that case is not run.
 
 Ready again must mean that reads are served: after PostgreSQL has cut every
 connection (as its restart or a failover does), no read may fail once `/readyz`
-says ready. That one fails today, a known service bug (each HTTP read thread
-keeps its broken connection, and its first read answers 500), so it is marked
-xfail, strictly: it turns red once the bug is fixed, for the mark to go.
+says ready. (It did: each reading thread kept its broken connection, and its
+first read answered 500; a read now runs once more on a new connection when its
+thread's was broken.)
 
 (Readiness no longer looks at a projection's lag, and the settings
 OUTDIAL_READY_LAG_EVENTS / OUTDIAL_READY_STALL_SECONDS are gone: the read model is
@@ -112,11 +112,6 @@ def cut_connections(store_url: str) -> int:
     return len(rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service bug: after PostgreSQL cut its connections, the first read of each "
-    "HTTP read thread answers 500 although /readyz says ready (see the report)",
-)
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 async def test_once_ready_again_every_read_is_served(tmp_path: Path, store_url: str) -> None:
     port = free_port()
