@@ -203,15 +203,20 @@ class ThreadReaders:
         """`fn(cursor)`, once more on a new connection if this thread's was broken (a
         PostgreSQL restart, a failover, connections cut): a read is safe to repeat,
         and the first read after the store came back must not fail for a
-        connection that died while it was away."""
+        connection that died while it was away. The driver's errors of an
+        unreachable or locked store are raised as eventsourcing's, as its own
+        recorders raise them (`OperationalError`: the store, not the command)."""
         try:
             with self.cursor() as c:
                 return fn(c)
         except Exception as e:
             if not (self.store.kind == "postgres" and _broken(e)):
-                raise
-        with self.cursor() as c:
-            return fn(c)
+                raise _as_persistence_error(e) from e
+        try:
+            with self.cursor() as c:
+                return fn(c)
+        except Exception as e:
+            raise _as_persistence_error(e) from e
 
     def close(self) -> None:
         """Close this thread's connection (the others close with their threads)."""
@@ -225,6 +230,22 @@ def _broken(error: Exception) -> bool:
     import psycopg
 
     return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def _as_persistence_error(error: Exception) -> Exception:
+    """A driver's error as eventsourcing's kind of it (others as they are)."""
+    if isinstance(error, PersistenceError):
+        return error
+    if isinstance(error, sqlite3.OperationalError):
+        return OperationalError(error)
+    if type(error).__module__.startswith("psycopg"):
+        import psycopg
+
+        if isinstance(error, psycopg.OperationalError):
+            return OperationalError(error)
+        if isinstance(error, psycopg.InterfaceError):
+            return InterfaceError(error)
+    return error
 
 
 class InlineWrites(Protocol):

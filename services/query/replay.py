@@ -376,6 +376,14 @@ def _compare(
 
 def is_current(app: OutdialApplication) -> bool:
     """Whether the read model has this version's layout and every event's rows."""
-    with read_transaction(app.recorder) as c:
-        position = read_position(c, app.store.dialect, READ_MODEL)
-    return position is not None and position >= head(app.recorder)
+    recorder: Any = app.recorder
+    dialect = app.store.dialect
+    events = dialect.table(recorder.events_table_name)
+    column = "rowid" if dialect.kind == "sqlite" else "notification_id"
+    # Both in one snapshot: read apart, a commit in between would show the read
+    # model behind events whose rows it has.
+    with read_transaction(recorder) as c:
+        position = read_position(c, dialect, READ_MODEL)
+        c.execute(f"SELECT MAX({column}) FROM {events}")
+        last = int(c.fetchone()[0] or 0)
+    return position is not None and position >= last

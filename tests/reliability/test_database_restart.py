@@ -48,12 +48,6 @@ async def read_back(port: int, customer: str, outdial_id: str, position: int) ->
         return r.status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service bug: during a PostgreSQL outage the receipts' read (a connection of the "
-    "thread's own) raises psycopg's OperationalError, which the consumer does not take for "
-    "the store being away: commands are answered 500 and dead-lettered (see the report)",
-)
 async def test_commands_wait_for_the_database_and_nothing_is_lost(
     tmp_path: Path, scale: int
 ) -> None:

@@ -23,12 +23,6 @@ pytestmark = pytest.mark.integration
 CHECKING = 5.0  # seconds of checks while a writer writes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service bug: replay.is_current reads the read model's position and the store's "
-    "head in two transactions, so a commit in between reads as 'behind' and the projector "
-    "rebuilds a current read model (see the report)",
-)
 def test_the_read_model_is_never_found_behind_while_commands_write(store_url: str) -> None:
     writer = Writer(store_url)
     customer = str(uuid.uuid4())
