@@ -158,4 +158,3 @@ async def test_a_steady_mixed_load_runs_clean(tmp_path: Path, scale: int) -> Non
     # Flat: the second half of the run holds no more than a little over the first.
     assert second <= first * 1.15 + 5, memory
     assert max(lags) < LAG_LIMIT, sorted(lags)[-5:]
-
