@@ -29,8 +29,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 from pydantic import ValidationError
-from tqdm import tqdm
 
+from services.progress import progress
 from shared import errors
 from shared.client import OutdialClient
 from shared.commands import MAX_COMMAND_BYTES, MAX_TARGETS_PER_COMMAND, TargetFields, plain
@@ -161,9 +161,7 @@ async def import_csv(
     state = ImportState(csv_path, key)
     if state.done:
         print(f"import: resuming; {len(state.done)} of {len(batches)} batches were done", file=out)
-    with tqdm(
-        total=sum(len(b) for b in batches), unit=" rows", desc="import", file=out, mininterval=0.5
-    ) as bar:
+    with progress(sum(len(b) for b in batches), "rows", "import", out) as bar:
         for number, batch in enumerate(batches):
             if number in state.done:
                 summary.skipped += len(batch)
