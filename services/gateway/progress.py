@@ -2,7 +2,8 @@
 
 The page is one static HTML file with a little JavaScript (no build step). It
 takes the customer's token from its own URL (`/?token=…`, as the tutorial's
-requests do) and polls the JSON every two seconds: per outdial, the targets
+requests do; without one, or with one refused, it names `outdial token` that
+makes one) and polls the JSON every two seconds: per outdial, the targets
 idle, progressing, done and exhausted, and the tries per destination; for the
 service, the read model's and the store's positions, from which the page derives
 events per second and the projection's lag, and the commands this process has

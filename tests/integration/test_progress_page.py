@@ -11,6 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from shared import tokens
 from shared.addresses import Address
 from shared.client import OutdialClient
 from shared.commands import TargetFields
@@ -54,6 +55,13 @@ def error_shown(dom: str) -> str:
     found = re.search(r'<div id="error" role="alert">(.*?)</div>', dom, re.S)
     assert found, "no error line in the page"
     return found.group(1)
+
+
+def no_token_help(dom: str) -> str | None:
+    """The page's words on getting a token, when they show (else None)."""
+    found = re.search(r'<div id="no-token"( hidden(="")?)?>(.*?)</div>', dom, re.S)
+    assert found, "no help on tokens in the page"
+    return None if found.group(1) else re.sub(r"<[^>]+>", "", found.group(3))
 
 
 def cell(dom: str, outdial_id: str, state: str) -> int:
@@ -112,3 +120,27 @@ async def test_the_page_shows_each_outdials_progress(tmp_path: Path) -> None:
         dom = await chromium(f"{stack.base}/", tmp_path / "profile", "--dump-dom")
         assert "cannot load progress: a token is required" in error_shown(dom)
         assert "spring campaign" not in dom
+
+
+async def test_without_a_usable_token_the_page_says_how_to_get_one(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path}/outdial.sqlite3"
+    async with running_stack(store_url, tmp_path, ["query"]) as stack:
+        with_one = await chromium(
+            f"{stack.base}/?token={stack.token()}", tmp_path / "p", "--dump-dom"
+        )
+        assert no_token_help(with_one) is None  # a good token: no help shown
+        assert "no outdials yet" in with_one
+
+        # No token, and one signed with another secret (as a secret made in
+        # another folder signs it): the page names the command that makes one.
+        foreign = tokens.mint(uuid.uuid4(), "another-secret-of-at-least-32-bytes-long")
+        for query, error in [("", "a token is required"), (f"?token={foreign}", "invalid token")]:
+            dom = await chromium(f"{stack.base}/{query}", tmp_path / "p", "--dump-dom")
+            assert error in error_shown(dom), dom
+            shown = no_token_help(dom)
+            assert shown is not None, dom
+            assert "outdial token --customer-id CUSTOMER_ID" in shown
+            assert f"{stack.base}/?token=TOKEN" in shown
+            table = re.search(r'<tbody id="outdials">(.*?)</tbody>', dom, re.S)
+            assert table and "loading" not in table.group(1), dom
+            assert "see above how to get one" in table.group(1)
