@@ -21,15 +21,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import aio_pika
-import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from shared.broker import connect
 from shared.bus import COMMAND_QUEUE, declare_dead_letter_queue
+from shared.commands import sender_said
 from shared.queue_consumer import copy_of
 
-# Characters of a sender's own text (a `type`, a customer id) shown at most.
-SHOWN = 100
 HEADER_PREFIX = "x-outdial-"
 
 
@@ -49,7 +47,7 @@ class DeadLetter:
     @classmethod
     def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
         headers = message.headers or {}
-        customer_id, command_type = _sender_said(message.body)
+        customer_id, command_type = sender_said(message.body)
         attempts = headers.get("x-outdial-attempts")
         return cls(
             message_id=message.message_id,
@@ -83,22 +81,6 @@ def _text(value: object) -> str | None:
     if value is None:
         return None
     return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else str(value)
-
-
-def _sender_said(body: bytes) -> tuple[str | None, str | None]:
-    """The customer and type the body names, if it is a JSON object that does."""
-    try:
-        command = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(command, dict):
-        return None, None
-
-    def shown(key: str) -> str | None:
-        value = command.get(key)
-        return value[:SHOWN] if isinstance(value, str) else None
-
-    return shown("customer_id"), shown("type")
 
 
 @asynccontextmanager

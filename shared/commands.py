@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -259,6 +260,28 @@ def parse_command(body: bytes | str) -> Command:
         raise InvalidCommand(
             summary or "invalid command", details, unparseable=unparseable
         ) from None
+
+
+# Characters of a sender's own text (a `type`, a customer id) repeated at most.
+SHOWN = 100
+
+
+def sender_said(body: bytes | str) -> tuple[str | None, str | None]:
+    """The customer and the type a message body names, if it is a JSON object that
+    does, valid or not: what `outdial dead-letters list` shows and the consumer's
+    log says of a message it refused."""
+    try:
+        command = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(command, dict):
+        return None, None
+
+    def shown(key: str) -> str | None:
+        value = command.get(key)
+        return value[:SHOWN] if isinstance(value, str) else None
+
+    return shown("customer_id"), shown("type")
 
 
 def plain(msg: str) -> str:

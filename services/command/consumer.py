@@ -41,7 +41,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from services.command.handlers import Incoming, Reply, UnitOfWorkFactory, handle_group
 from services.command.receipts import command_digest
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, declare_dead_letter_queue
-from shared.commands import MAX_COMMAND_BYTES, InvalidCommand, parse_command
+from shared.commands import MAX_COMMAND_BYTES, InvalidCommand, parse_command, sender_said
 from shared.errors import ErrorCode
 from shared.metrics import COMMAND_SECONDS, COMMANDS
 from shared.queue_consumer import QueueConsumer, Replies, Settle, copy_of
@@ -177,7 +177,9 @@ class CommandConsumer(QueueConsumer):
                 outcome: int | str = "dead-lettered"
             else:
                 outcome = 400
-            self._log(message, command_type, outcome, started)
+            # The log names the type the message claims, as `dead-letters list` does;
+            # the metrics count it as unparseable (a sender's text makes no label).
+            self._log(message, None, outcome, started, claimed=sender_said(message.body)[1])
             return Settle.ACK
 
         command_type = command.type
@@ -333,7 +335,11 @@ class CommandConsumer(QueueConsumer):
         command_type: str | None,
         outcome: int | str,
         started: float,
+        *,
+        claimed: str | None = None,
     ) -> None:
+        """One line per message; `claimed`: the type a message that is no valid
+        command names in its body."""
         seconds = time.perf_counter() - started
         COMMANDS.labels(command_type or "unparseable", str(outcome)).inc()
         COMMAND_SECONDS.labels(command_type or "unparseable").observe(seconds)
@@ -341,7 +347,7 @@ class CommandConsumer(QueueConsumer):
             "command",
             extra={
                 "fields": {
-                    "type": command_type,
+                    "type": command_type or claimed,
                     "message_id": message.message_id,
                     "outcome": outcome,
                     "ms": round(seconds * 1000, 3),

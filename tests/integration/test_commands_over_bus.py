@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from services.command.handlers import Incoming, handle
 from services.command.receipts import command_digest
+from services.dead_letters import DeadLetter
 from shared.client import OutdialClient
 from shared.commands import parse_command
 from tests.expected import BUS_OUTDIAL_KEYS, BUS_TARGET_KEYS, NEVER, TEL, TIMESTAMP
@@ -248,12 +250,14 @@ async def test_another_customers_outdial_answers_404(
 
 
 async def test_an_invalid_command_answers_400_with_details(
-    service: CommandSide, client: OutdialClient
+    service: CommandSide, client: OutdialClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="outdial.command")
     me = As(client)
     outdial_id = await me.outdial()
     r = await me.send(
         "AddTarget",
+        message_id="bad-1",
         outdial_id=outdial_id,
         name="",
         detail="",
@@ -264,20 +268,52 @@ async def test_an_invalid_command_answers_400_with_details(
     assert r["error"]["code"] == "invalid_command"
     assert [d["loc"] for d in r["error"]["details"]] == ["destination_0.target"]
     assert await dead_letters() == []  # a known command with a bad field is only answered
+    assert (await command_logged(caplog, "bad-1"))["type"] == "AddTarget"
+
+
+async def command_logged(caplog: pytest.LogCaptureFixture, message_id: str) -> dict[str, Any]:
+    """The fields of the consumer's "command" line for a message (written just
+    after its reply and its dead-lettering)."""
+    for _ in range(100):
+        fields = [
+            r.fields  # type: ignore[attr-defined]
+            for r in caplog.records
+            if r.getMessage() == "command" and r.fields["message_id"] == message_id  # type: ignore[attr-defined]
+        ]
+        if fields:
+            [logged] = fields
+            return dict(logged)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no command line logged for {message_id}")
 
 
 @pytest.mark.parametrize(
-    "body", [b"{not json", b"[]", b'{"type": "Nope", "customer_id": "x"}', b"\xff\xfe"]
+    ("body", "type_"),
+    [
+        (b"{not json", None),
+        (b"[]", None),
+        (b'{"type": "Nope", "customer_id": "x"}', "Nope"),
+        (b"\xff\xfe", None),
+    ],
 )
 async def test_an_unparseable_message_is_dead_lettered_and_serving_goes_on(
-    service: CommandSide, client: OutdialClient, body: bytes
+    service: CommandSide,
+    client: OutdialClient,
+    caplog: pytest.LogCaptureFixture,
+    body: bytes,
+    type_: str | None,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="outdial.command")
     r = await client.send_raw(body, message_id="junk-1")
     assert r["status_code"] == 400
     assert r["error"]["code"] == "invalid_command"
     dead = await dead_letters()
     assert [(m.body, m.message_id) for m in dead] == [(body, "junk-1")]
     assert dead[0].headers["x-outdial-error"]
+    # Its log line names the type it claimed, as `outdial dead-letters list` shows it.
+    assert DeadLetter.of(dead[0]).type == type_
+    logged = await command_logged(caplog, "junk-1")
+    assert (logged["type"], logged["outcome"]) == (type_, "dead-lettered")
     # The consumer still serves.
     await As(client).outdial()
 

@@ -15,6 +15,7 @@ from shared.commands import (
     InvalidCommand,
     UpdateTargetStatus,
     parse_command,
+    sender_said,
 )
 
 CUSTOMER = str(uuid.uuid4())
@@ -207,3 +208,22 @@ def test_an_empty_destination_is_no_destination_on_the_bus() -> None:
     # so); a command says what it means: null, or an address.
     e = invalid(body(type="AddTarget", outdial_id=OUTDIAL, **target(destination_1={})))
     assert {d["loc"] for d in e.details} == {"destination_1.type", "destination_1.target"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b'{"type": "Nope", "customer_id": "x"}', ("x", "Nope")),  # an unknown type
+        (body(type="AddTarget", name=""), (CUSTOMER, "AddTarget")),  # a known one, invalid
+        (b'{"type": "' + b"T" * 500 + b'"}', (None, "T" * 100)),  # a sender\'s text, cut
+        (b'{"type": 5, "customer_id": ["x"]}', (None, None)),  # no text
+        (b"[]", (None, None)),
+        (b"{not json", (None, None)),
+        (b"\xff\xfe", (None, None)),
+    ],
+)
+def test_sender_said_is_the_type_and_customer_a_body_names(
+    raw: bytes, said: tuple[str | None, str | None]
+) -> None:
+    """What `dead-letters list` shows of a message, and the consumer's log says."""
+    assert sender_said(raw) == said
