@@ -35,6 +35,7 @@ from tqdm import tqdm
 from services.command.application import OutdialApplication
 from services.command.domain import Outdial, OutdialTarget
 from services.command.legacy import RECEIPT_TOPIC
+from services.progress import progress
 from services.query import event_rows, schema
 from services.query.event_rows import StoredRow
 from services.query.queries import Queries
@@ -262,15 +263,7 @@ def _changed_since(cursor: Any, app: OutdialApplication, start: int) -> tuple[in
 
 
 def _progress(total: int, out: TextIO, desc: str, *, quiet: bool = False) -> tqdm[Any]:
-    return tqdm(
-        total=total,
-        disable=quiet,
-        unit=" events",
-        desc=desc,
-        file=out,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
+    return progress(total, "events", desc, out, quiet=quiet)
 
 
 def _count_events(app: OutdialApplication, stop: int) -> int:
@@ -281,9 +274,10 @@ def _count_events(app: OutdialApplication, stop: int) -> int:
         c.execute(
             dialect.sql(
                 f"SELECT COUNT(*) FROM {dialect.table(recorder.events_table_name)} "
-                f"WHERE {position} <= ?"
+                # The receipts of a store of an earlier version are not replayed.
+                f"WHERE {position} <= ? AND topic NOT LIKE ?"
             ),
-            (stop,),
+            (stop, RECEIPT_TOPIC + ".%"),
         )
         return int(c.fetchone()[0])
 

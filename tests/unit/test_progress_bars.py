@@ -15,8 +15,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
-
 from services.importer import import_csv
 from services.progress import progress
 from shared.shapes import timestamp
@@ -47,11 +45,6 @@ def test_a_bar_counts_in_whole_things_and_names_them() -> None:
     assert not SCALED.search(out.getvalue()), out.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/query/replay.py's _progress makes its own tqdm (`9/9 [...]`, "
-    "the unit only in the rate); it should call services.progress.progress",
-)
 def test_the_replay_bar_counts_events(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path}/outdial.sqlite3"
     writer = Writer(store)
