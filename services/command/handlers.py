@@ -98,17 +98,24 @@ class Outcome:
 @dataclass(frozen=True)
 class Incoming:
     """A command as it arrived: with its `message_id` (the idempotency key) and a
-    digest of the bytes it came in (what makes a key's reuse on another command
-    known)."""
+    digest of the bytes it came in."""
 
     command: Command
     message_id: str | None = None
-    digest: str | None = None
+    # How the previous version told commands apart: a re-send of a command it
+    # stored is still the same command.
+    body_digest: str | None = None
 
     def command_digest(self) -> str:
-        if self.digest is None:
-            return receipts.command_digest(self.command.model_dump_json().encode())
-        return self.digest
+        """What makes a key's reuse on another command known (CONTRACT 3: another
+        type or other fields): the command as parsed, so a re-send whose JSON has
+        its keys in another order, other spacing or unknown keys is the same."""
+        return receipts.command_digest(self.command.model_dump_json().encode())
+
+    def is_command_of(self, receipt: Receipt) -> bool:
+        if receipt.command is None:  # a receipt of a store older still: not kept
+            return True
+        return receipt.command in (self.command_digest(), self.body_digest)
 
 
 C = TypeVar("C")
@@ -283,7 +290,7 @@ def decide(incoming: Incoming, uow: UnitOfWork) -> Decision:
     if key is not None:
         receipt = uow.receipt(key)
         if receipt is not None:
-            if receipt.command is not None and receipt.command != digest:
+            if not incoming.is_command_of(receipt):
                 return Decision(
                     Reply.refused(
                         ErrorCode.IDEMPOTENCY_KEY_REUSED,
