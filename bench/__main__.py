@@ -41,8 +41,20 @@ def main(argv: list[str] | None = None) -> int:
         help="commands/s for the lag figure (default: half the AddTarget rate measured, else 250)",
     )
     parser.add_argument("--lag-commands", type=int, default=1000)
-    parser.add_argument("--requests", type=int, default=5000, help="HTTP requests per run")
-    parser.add_argument("--http-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--requests", type=int, default=5000, help="HTTP requests per figure (without wrk)"
+    )
+    parser.add_argument(
+        "--http-seconds", type=float, default=3.0, help="seconds of each wrk load (4 per figure)"
+    )
+    parser.add_argument("--http-concurrency", type=int, nargs="+", default=[32, 256])
+    parser.add_argument(
+        "--http-sizes",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000],
+        help="targets of the outdial read (each size, then the cost curve between them)",
+    )
     parser.add_argument(
         "--memory-events",
         type=int,
@@ -54,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tiny:
         args.commands, args.concurrency, args.batches, args.big = 100, 10, 1, 1000
-        args.samples, args.events, args.requests, args.http_concurrency = 10, 2000, 200, 4
+        args.samples, args.events, args.requests, args.http_concurrency = 10, 2000, 200, [4]
+        args.http_sizes, args.http_seconds = [100, 1000], 1.0
         args.claim_targets, args.lag_commands, args.memory_events = 200, 50, 3000
 
     results: list[Figure] = []
@@ -75,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if "replay" in args.only:
         results += figures.replay_speed(args.store, args.events)
     if "http" in args.only:
-        results += asyncio.run(figures.http_reads(args.store, args.requests, args.http_concurrency))
+        results += asyncio.run(
+            figures.http_reads(
+                args.store, args.http_sizes, args.http_concurrency, args.http_seconds, args.requests
+            )
+        )
     if "memory" in args.only:
         results += asyncio.run(figures.memory_growth(args.store, args.memory_events))
 
