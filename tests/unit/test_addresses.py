@@ -3,10 +3,14 @@ address type of VoIPbin's address model."""
 
 from __future__ import annotations
 
+from random import Random
+
+import phonenumbers
 import pytest
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumber
 from pydantic import ValidationError
 
-from shared.addresses import ADDRESS_TYPES, Address
+from shared.addresses import ADDRESS_TYPES, E164, Address, _e164_number, check_phone_number
 
 UUID_TYPES = ["agent", "conference", "ai", "ai_team"]
 # What the platform's services dial for these is no UUID (a LINE user id is LINE's).
@@ -118,3 +122,49 @@ def test_rejects_overlong_fields() -> None:
     with pytest.raises(ValidationError):
         Address.model_validate({"type": "tel", "target": "+15559876543", "name": "x" * 1025})
     Address.model_validate({"type": "tel", "target": "+15559876543", "name": "x" * 1024})
+
+
+def _parsed(target: str) -> tuple[str, PhoneNumber | None]:
+    """phonenumbers' own verdict: what `parse` makes of it, and whether it is possible."""
+    try:
+        number = phonenumbers.parse(target, None)
+    except phonenumbers.NumberParseException as e:
+        return f"refused: {e.error_type}", None
+    return f"possible: {phonenumbers.is_possible_number(number)}", number
+
+
+def _checked(target: str) -> str:
+    try:
+        check_phone_number(target)
+    except ValueError:
+        return "refused"
+    return "accepted"
+
+
+def test_the_e164_shortcut_judges_as_phonenumbers_parse_does() -> None:
+    """For every country code and every length E.164 allows, random national
+    numbers (and every first two digits, where national prefixes hide): the
+    shortcut makes the very number `parse` makes, or leaves it to `parse`; the
+    check accepts exactly what parse + is_possible_number accept."""
+    random = Random(164)
+    shortcut = 0
+    for code in sorted(COUNTRY_CODE_TO_REGION_CODE):
+        room = 15 - len(str(code))
+        nationals = ["".join(random.choices("0123456789", k=n)) for n in range(room + 1)] * 8
+        nationals += [
+            f"{i:02d}" + "".join(random.choices("0123456789", k=room - 2)) for i in range(100)
+        ]
+        for national in nationals:
+            target = f"+{code}{national}"
+            if not E164.fullmatch(target):
+                continue
+            verdict, number = _parsed(target)
+            fast = _e164_number(target)
+            if fast is not None:
+                shortcut += 1
+                assert fast == number, target
+            assert _checked(target) == ("accepted" if verdict == "possible: True" else "refused"), (
+                target,
+                verdict,
+            )
+    assert shortcut > 30_000  # the shortcut does take most numbers
