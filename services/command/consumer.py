@@ -43,7 +43,7 @@ from services.command.receipts import command_digest
 from shared.bus import COMMAND_QUEUE, DEAD_LETTER_QUEUE, declare_dead_letter_queue
 from shared.commands import MAX_COMMAND_BYTES, InvalidCommand, parse_command, sender_said
 from shared.errors import ErrorCode
-from shared.metrics import COMMAND_SECONDS, COMMANDS
+from shared.metrics import command_counted
 from shared.queue_consumer import QueueConsumer, Replies, Settle, copy_of
 
 log = logging.getLogger("outdial.command")
@@ -341,8 +341,7 @@ class CommandConsumer(QueueConsumer):
         """One line per message; `claimed`: the type a message that is no valid
         command names in its body."""
         seconds = time.perf_counter() - started
-        COMMANDS.labels(command_type or "unparseable", str(outcome)).inc()
-        COMMAND_SECONDS.labels(command_type or "unparseable").observe(seconds)
+        command_counted(command_type or "unparseable", outcome, seconds)
         log.info(
             "command",
             extra={

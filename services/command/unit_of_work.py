@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Protocol, cast
 from uuid import UUID
 
@@ -75,9 +76,10 @@ class Change:
     shape: dict[str, Any]  # the tutorial's shape (CONTRACT 1)
     events: Sequence[Any]
 
-    @property
+    @cached_property
     def with_customer(self) -> dict[str, Any]:
-        """The bus's shape: replies and events carry the customer."""
+        """The bus's shape: replies and events carry the customer. Made once: the
+        outbox renders each event from it, and the reply puts it in too."""
         return {**self.shape, "customer_id": str(self.resource.customer_id)}
 
 
