@@ -1,13 +1,15 @@
-"""deploy/: the image, the compose file and the Kubernetes manifests are valid
-and agree with the code.
+"""deploy/: the image, the compose file, the Kubernetes manifests and the
+systemd unit are valid and agree with the code.
 
-No Docker engine runs here, so nothing is built or started: the manifests are
-checked against the Kubernetes JSON schemas (bundled with kubernetes-validate)
-and the Compose Specification's schema (tests/schemas/compose-spec.json), the
-Dockerfile is linted with hadolint, the kustomization is built with `kubectl
-kustomize`, and every name the files share with the code (OUTDIAL_* settings,
-`outdial` subcommands, the HTTP port and probe paths, the user id) is checked
-against the code.
+In seconds and without a network: the manifests are checked against the
+Kubernetes JSON schemas (bundled with kubernetes-validate) and the Compose
+Specification's schema (tests/schemas/compose-spec.json), the Dockerfile is
+linted with hadolint, the kustomization is built with `kubectl kustomize`, the
+unit is verified with `systemd-analyze`, and every name the files share with the
+code (OUTDIAL_* settings, `outdial` subcommands, the HTTP address, port and probe
+paths, the user id, the repository's paths) is checked against the code.
+tests/integration/test_image.py builds the image and runs it, and the compose
+file, with podman.
 """
 
 from __future__ import annotations
@@ -43,12 +45,17 @@ COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE_SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"
 SECRET_TEMPLATE = K8S / "secret.template.yaml"
+SYSTEMD_UNIT = DEPLOY / "systemd" / "outdial@.service"
 # The oldest Kubernetes the manifests are meant for, and the newest whose schemas
 # kubernetes-validate bundles.
 KUBERNETES_VERSIONS = ("1.29.0", latest_version())
 SETTINGS = {f"OUTDIAL_{name.upper()}" for name in Settings.model_fields}
 # How many processes of each component the compose file and the manifests run.
-REPLICAS = {"command": 2, "projector": 1, "relay": 1, "query": 2}
+# No `outdial projector`: commands write the read model in their own transaction
+# and every process upgrades an old store at start (deploy/README.md).
+REPLICAS = {"command": 2, "relay": 1, "query": 2}
+# Where the HTTP API must listen in a container to be reached from outside it.
+CONTAINER_HTTP_HOST = "0.0.0.0"
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
@@ -234,6 +241,10 @@ def test_the_query_servers_probe_readyz_and_healthz_on_the_configured_port() -> 
         get = container[kind]["httpGet"]
         return get["path"], ports.get(get["port"], get["port"])
 
+    # Probes and the Service come from outside the pod: the API listens on all of it.
+    assert container_env(query)["OUTDIAL_HTTP_HOST"] == {
+        "value": CONTAINER_HTTP_HOST
+    }  # from the ConfigMap
     assert probe("readinessProbe") == ("/readyz", port)
     assert probe("livenessProbe") == ("/healthz", port)
     assert probe("startupProbe") == ("/healthz", port)
@@ -280,9 +291,7 @@ def test_secrets_come_from_the_secret_and_the_root_filesystem_stays_read_only() 
         # The default store is SQLite under ./var: on a read-only filesystem every
         # component needs the PostgreSQL URL, and the API its JWT secret (else it
         # would make one in ./var).
-        needed = {"OUTDIAL_DATABASE_URL"}
-        if name != "projector":
-            needed.add("OUTDIAL_AMQP_URL")
+        needed = {"OUTDIAL_DATABASE_URL", "OUTDIAL_AMQP_URL"}
         if name == "query":
             needed.add("OUTDIAL_JWT_SECRET")
         for variable in needed:
@@ -381,12 +390,55 @@ def test_compose_health_checks() -> None:
             address, host_port, container_port = mapping.split(":")
             assert address == "127.0.0.1"
             assert int(container_port) == int(service["environment"]["OUTDIAL_HTTP_PORT"])
+            # Published ports reach the container's own address, not its loopback.
+            assert service["environment"]["OUTDIAL_HTTP_HOST"] == CONTAINER_HTTP_HOST, name
             host_ports.append(host_port)
         else:
             # No HTTP: the image's check could only fail.
             assert service["healthcheck"] == {"disable": True}, name
             assert "ports" not in service, name
     assert len(host_ports) == len(set(host_ports)) == REPLICAS["query"]
+
+
+# --- Names shared by all ------------------------------------------------------
+
+
+def deploy_files() -> list[Path]:
+    return sorted(p for p in DEPLOY.rglob("*") if p.is_file() and p.name not in (".env",))
+
+
+def test_every_setting_named_in_deploy_is_one_the_code_reads() -> None:
+    """No file of deploy/ (the README included) speaks of a setting that is gone,
+    such as the readiness lag's, or sets one that does not exist."""
+    named: dict[str, set[str]] = {}
+    for path in deploy_files():
+        for name in re.findall(r"\bOUTDIAL_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()):
+            named.setdefault(name, set()).add(path.name)
+    # The one example of what Kubernetes would inject without enableServiceLinks.
+    named.pop("OUTDIAL_QUERY_SERVICE_HOST", None)
+    assert {"OUTDIAL_HTTP_HOST", "OUTDIAL_JWT_SECRET"} <= set(named)
+    unknown = {name: files for name, files in named.items() if name not in SETTINGS}
+    assert unknown == {}
+
+
+def test_every_repository_path_named_in_deploy_exists() -> None:
+    """Paths in comments and the README (services/store.py, shared/config.py, ...)
+    move with the code: each must still be there."""
+    pattern = r"\b(?:shared|services|tests|scripts|docs|deploy)/[\w./@-]*[\w@]"
+    named = {
+        (path.name, found)
+        for path in deploy_files()
+        for found in re.findall(pattern, path.read_text())
+    }
+    assert any(found == "services/store.py" for _, found in named)
+    # What a deployer makes (secrets): git-ignored, so never in the repository.
+    ignored = {f"deploy/{line}" for line in (DEPLOY / ".gitignore").read_text().split()}
+    missing = sorted(
+        (file, found)
+        for file, found in named
+        if not (ROOT / found).exists() and found not in ignored
+    )
+    assert missing == []
 
 
 # --- Commands shared by all ---------------------------------------------------
@@ -428,6 +480,33 @@ def test_the_image_is_built_in_two_stages_and_keeps_only_the_venv() -> None:
             assert not re.search(r"SECRET|PASSWORD|TOKEN", args, re.IGNORECASE), args
             variables = re.findall(r"\bOUTDIAL_[A-Z0-9_]+", args)
             assert set(variables) <= SETTINGS, args
+
+
+def test_every_stage_is_built_on_the_one_python_image_argument() -> None:
+    """python:3.11-slim-bookworm by default, or a base made from Debian's packages
+    (deploy/make-base-image): both have `python3`, only the first has `python`."""
+    preamble, *stages = dockerfile_stages()
+    assert preamble == [("ARG", "PYTHON_IMAGE=python:3.11-slim-bookworm")]
+    for stage in stages:
+        instruction, args = stage[0]
+        assert instruction == "FROM"
+        assert args.split()[0] == "${PYTHON_IMAGE}"
+        for instruction, args in stage:
+            if instruction == "RUN":
+                assert not re.search(r"(^|&&\s*)python\s", args), args
+    labels = dict(re.findall(r'(\S+?)="([^"]*)"', final_stage_instruction("LABEL")))
+    assert labels["org.opencontainers.image.base.name"] == "${PYTHON_IMAGE}"
+    assert ("ARG", "PYTHON_IMAGE") in stages[-1]
+    script = (DEPLOY / "make-base-image").read_text()
+    assert "--include=python3,python3-venv,ca-certificates" in script
+    assert os.access(DEPLOY / "make-base-image", os.X_OK)
+
+
+def test_the_image_listens_on_every_address_of_its_container() -> None:
+    env = dict(re.findall(r"(\w+)=(\S+)", final_stage_instruction("ENV")))
+    assert env["OUTDIAL_HTTP_HOST"] == CONTAINER_HTTP_HOST
+    # The health check asks the container's loopback, which that address covers.
+    assert "http://127.0.0.1:" in final_stage_instruction("HEALTHCHECK")
 
 
 def test_the_image_runs_as_its_own_non_root_user() -> None:
@@ -517,3 +596,23 @@ def test_hadolint_finds_nothing() -> None:
         [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- systemd ------------------------------------------------------------------
+
+
+def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
+    """`systemd-analyze verify` on an instance of the template (an unknown key or a
+    bad value is an error here), with ExecStart on this checkout's `outdial`."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    text = SYSTEMD_UNIT.read_text()
+    (exec_start,) = re.findall(r"^ExecStart=(\S+) %i$", text, re.MULTILINE)
+    assert exec_start == "/opt/outdial/bin/outdial"
+    instance = tmp_path / "outdial@command.service"
+    instance.write_text(text.replace(exec_start, str(Path(sys.executable).parent / "outdial")))
+    result = subprocess.run(
+        [analyze, "verify", str(instance)], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stderr) == (0, "")
