@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -401,6 +402,24 @@ def replay(settings: Settings, *, check: bool) -> int:
         app.close()
 
 
+# Allocations between two collections of the youngest generation (Python's
+# default: 700). An AddTargets of 1,000 makes some 50,000 objects that all live
+# until its commit: at 700 the collector runs 70 times over them, and promotes
+# them to where the full collections walk everything.
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
+def collect_garbage_less() -> None:
+    """Once started: what the process made to start (modules, schemas, metadata)
+    lives as long as it does, and the collector need not walk it again
+    (`gc.freeze`); and it collects the youngest objects less often. 4% of an
+    AddTargets' instructions (callgrind), without a cycle left uncollected."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)
+
+
 async def serve(settings: Settings, names: list[str]) -> None:
     """Start the named components in order, wait for a stop signal, stop them in reverse."""
     rt = Runtime(settings)
@@ -414,6 +433,7 @@ async def serve(settings: Settings, names: list[str]) -> None:
         for component in components:
             await component.start()
             started.append(component)
+        collect_garbage_less()
         log.info("ready", extra={"fields": {"components": [c.name for c in started]}})
         await stopping.wait()
         log.info("stopping")
