@@ -193,7 +193,9 @@ def page(
             break
         rows.append(row)
         size += len(row.body)
-    if (cut or len(rows) == limit) and rows[0].position != rows[-1].position:
+    # Cut by bytes, the page ends at an event's end. Cut by the row limit, its
+    # last event may have more rows: that event waits for the next page.
+    if not cut and len(rows) == limit and rows[0].position != rows[-1].position:
         last = rows[-1].position
         rows = [r for r in rows if r.position != last]
     return rows

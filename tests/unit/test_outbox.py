@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 
 import orjson
@@ -9,6 +10,7 @@ import pytest
 
 from services.command import outbox
 from services.command.domain import Outdial, OutdialTarget
+from services.store import Dialect
 from shared import shapes
 from shared.bus import EVENT_EXCHANGE
 
@@ -91,3 +93,28 @@ def test_a_target_event_is_only_contract_4s(step: str) -> None:
         target.delete()
     (event,) = target.collect_events()
     assert [m.exchange for m in messages(target, event)] == [EVENT_EXCHANGE]
+
+
+def test_a_page_is_bounded_by_bytes_and_holds_whole_events_only() -> None:
+    """The relay reads at most about `max_bytes` of bodies at a time (a big AddTargets
+    would otherwise be hundreds of MB in memory at once), and never some of the
+    messages of one event: a position once published is published whole."""
+    dialect = Dialect("sqlite")
+    connection = sqlite3.connect(":memory:")
+    cursor = connection.cursor()
+    outbox.create_table(cursor, dialect)
+    body = outbox.OutboxMessage(EVENT_EXCHANGE, "k", "id", b"x" * 100)
+    # Positions 1..10, three messages each: 300 bytes an event.
+    outbox.insert(cursor, dialect, [(p, [body, body, body]) for p in range(1, 11)])
+
+    def positions(after: int, limit: int, max_bytes: int) -> list[tuple[int, int]]:
+        return [(r.position, r.seq) for r in outbox.page(cursor, dialect, after, limit, max_bytes)]
+
+    assert positions(0, 100, 10_000) == [(p, s) for p in range(1, 11) for s in range(3)]
+    # 650 bytes: the events it takes to reach them, each whole.
+    assert positions(0, 100, 650) == [(p, s) for p in (1, 2, 3) for s in range(3)]
+    assert positions(3, 100, 650) == [(p, s) for p in (4, 5, 6) for s in range(3)]
+    # One event bigger than the bound still goes, alone.
+    assert positions(0, 100, 10) == [(1, 0), (1, 1), (1, 2)]
+    # A row limit that would cut an event leaves that event for the next page.
+    assert positions(0, 4, 10_000) == [(1, 0), (1, 1), (1, 2)]
