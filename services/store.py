@@ -21,7 +21,9 @@ this way).
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from eventsourcing.utils import retry
+
+log = logging.getLogger("outdial.store")
 
 T = TypeVar("T")
 
@@ -215,6 +219,17 @@ class ThreadReaders:
         try:
             with self.cursor() as c:
                 return fn(c)
+        except Exception as e:
+            raise _as_persistence_error(e) from e
+
+    def one(self, statement: str, params: Sequence[Any]) -> Any:
+        """The first row of one statement, as `read` reads it; on SQLite without a
+        cursor of its own (the HTTP API's reads run on the event loop there)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None or self.store.kind != "sqlite":
+            return self.read(lambda c: c.execute(statement, params).fetchone())
+        try:
+            return connection.execute(statement, params).fetchone()
         except Exception as e:
             raise _as_persistence_error(e) from e
 
@@ -468,13 +483,38 @@ def sqlite_write(datastore: SQLiteDatastore) -> Iterator[Any]:
             raise
 
 
+def keep_private(path: Path) -> None:
+    """A store file that others may read (the version before 0.1 made it 0644), and
+    its -wal and -shm files, made private to its owner, with a line in the log."""
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+                log.warning(
+                    "the store file was open to other users: made private to its owner",
+                    extra={
+                        "fields": {"path": str(file), "was": oct(mode), "now": oct(mode & 0o700)}
+                    },
+                )
+        except FileNotFoundError:
+            continue
+        except PermissionError:  # not ours to change: it serves as it is
+            log.warning(
+                "the store file is open to other users and cannot be made private",
+                extra={"fields": {"path": str(file)}},
+            )
+
+
 def prepare_store(store: Store) -> None:
     """Create what eventsourcing expects to exist: the SQLite file (private to its
     owner: it holds every customer's data) and its folder, or the schema."""
     if store.kind == "sqlite":
         store.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
+        try:
             store.path.touch(mode=0o600, exist_ok=False)
+        except FileExistsError:
+            keep_private(store.path)
         return
     from psycopg import sql
 
