@@ -6,8 +6,9 @@ requests do; without one, or with one refused, it names `outdial token` that
 makes one) and polls the JSON every two seconds: per outdial, the targets
 idle, progressing, done and exhausted, and the tries per destination; for the
 service, the read model's and the store's positions, from which the page derives
-events per second and the projection's lag, and the commands this process has
-handled, from which it derives commands per second.
+events per second (and how far the read model is behind: 0, as commands write it
+in their own transaction, but while one of an earlier version is rebuilt), and
+the commands this process has handled, from which it derives commands per second.
 
 "Exhausted" depends on the dialer's limits, which the service does not store:
 the page takes them as `max_try_count_0` … `max_try_count_4` (default 3 each) in
