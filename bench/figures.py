@@ -375,6 +375,23 @@ def replay_speed(store: str, events: int) -> list[Figure]:
     ]
 
 
+async def relayed(port: int, timeout: float = 600) -> None:
+    """Until the relay has published every stored event: its messages would load the
+    process while its reads are measured."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+                text = await r.text()
+            values = dict(
+                line.split(" ", 1) for line in text.splitlines() if line.startswith("outdial_")
+            )
+            if float(values["outdial_relay_position"]) >= float(values["outdial_store_position"]):
+                return
+            await asyncio.sleep(0.5)
+    raise TimeoutError("the relay did not catch up")
+
+
 HTTP_ROUTES = (
     # name, path under /v1.0/outdials/{id}, target
     ("GET /outdials/{id}/targets?page_size=100", "/targets?page_size=100", ">= 0.5"),
@@ -412,6 +429,7 @@ async def http_reads(
                         )
                         assert reply["status_code"] == 200, reply
                         held += batch
+                await relayed(port)
                 headers = {
                     "Authorization": f"Bearer {token}",
                     "X-Outdial-Min-Position": str(reply["position"]),
