@@ -20,7 +20,7 @@ from typing import Any
 
 import jwt
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.gateway.operations import (
@@ -38,6 +38,7 @@ from services.gateway.operations import (
     integer,
     paging,
 )
+from services.query.async_reads import ReadThreads
 from services.query.positions import PositionBoard
 from services.query.queries import Cursor, Queries
 from shared import tokens
@@ -110,7 +111,9 @@ CUSTOMER = web.RequestKey("customer_id", str)
 
 
 def json_response(body: bytes, status: int = 200, **headers: str) -> web.Response:
-    return web.Response(body=body, status=status, content_type=JSON, headers=headers)
+    if headers:
+        return web.Response(body=body, status=status, content_type=JSON, headers=headers)
+    return web.Response(body=body, status=status, content_type=JSON)
 
 
 def error_response(refused: Refused) -> web.Response:
@@ -121,12 +124,30 @@ def error_response(refused: Refused) -> web.Response:
 # ---- middlewares -------------------------------------------------------------
 
 
+# A route's answers by status, counted: the counter's child of each is looked up once.
+_COUNTED: dict[tuple[str, int], Any] = {}
+
+
+def _count(route_name: str, status: int) -> None:
+    child = _COUNTED.get((route_name, status))
+    if child is None:
+        child = _COUNTED[route_name, status] = HTTP_REQUESTS.labels(route_name, str(status))
+    child.inc()
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = request.match_info.route.resource
+    """Every error answered in CONTRACT 5's shape, every answer counted; and the
+    token checked (`authenticated`) before a route's handler runs (one middleware:
+    each costs a coroutine per request)."""
+    match_info = request.match_info
+    route = match_info.route.resource
     route_name = route.canonical if route is not None else "unmatched"
     response: web.StreamResponse
     try:
+        if match_info.http_exception is None and request.path not in OPEN_PATHS:
+            # Operations routes are open; an unknown route is 404 whoever asks.
+            request[CUSTOMER] = authenticated(request)
         response = await handler(request)
     except Refused as refused:
         response = error_response(refused)
@@ -152,26 +173,26 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Every answer to a write carries a position, refused ones included:
         # nothing was stored, so what the read model shows now is as good as any.
         response.headers["X-Outdial-Position"] = str(request.app[SERVICES].positions.position)
-    HTTP_REQUESTS.labels(route_name, str(response.status)).inc()
+    _count(route_name, response.status)
     return response
 
 
-@web.middleware
-async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in OPEN_PATHS or request.match_info.http_exception is not None:
-        # Operations routes are open; an unknown route is 404 whoever asks.
-        return await handler(request)
-    token = request.query.get("token") or request.cookies.get("token")
-    header = request.headers.get("Authorization", "")
-    if not token and header.lower().startswith("bearer "):
-        token = header[7:].strip()
+def authenticated(request: web.Request) -> str:
+    """The customer of the request's token (its query's `token`, else its cookie's,
+    else its bearer token); Refused if it has none, or none valid."""
+    token = request.query.get("token")
+    if not token and hdrs.COOKIE in request.headers:
+        token = request.cookies.get("token")
+    if not token:
+        header = request.headers.get(hdrs.AUTHORIZATION, "")
+        if header[:7].lower() == "bearer ":
+            token = header[7:].strip()
     if not token:
         raise Refused(ErrorCode.UNAUTHORIZED, "a token is required")
     try:
-        request[CUSTOMER] = str(tokens.customer_of(token, request.app[SERVICES].secret))
+        return tokens.customer_id_of(token, request.app[SERVICES].secret)
     except (jwt.InvalidTokenError, ValueError) as e:
         raise Refused(ErrorCode.UNAUTHORIZED, f"invalid token: {e}") from None
-    return await handler(request)
 
 
 # ---- what a request carries ------------------------------------------------------
@@ -236,7 +257,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 
 def list_body(listing: Listing) -> bytes:
     """`{"result": [...], "next_page_token": "..."}`, of the stored bodies as they are."""
-    items = ",".join(listing.bodies).encode()
+    items = listing.joined if listing.joined is not None else ",".join(listing.bodies).encode()
     token = orjson.dumps(listing.next_page_token)
     return b'{"result":[' + items + b'],"next_page_token":' + token + b"}"
 
@@ -324,9 +345,27 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     response.headers.update(SECURITY_HEADERS)
 
 
+async def open_reads(app: web.Application) -> None:
+    """PostgreSQL: the reads on the reader threads from now on (until then, and
+    after the API stops, on the executor's: the envelope listener starts before
+    it and stops after it)."""
+    services = app[SERVICES]
+    if not services.queries.local and services.backend.reads is None:
+        services.backend.reads = ReadThreads(services.queries)
+
+
+async def close_reads(app: web.Application) -> None:
+    backend = app[SERVICES].backend
+    reads, backend.reads = backend.reads, None
+    if reads is not None:
+        reads.close()
+
+
 def make_app(services: Services) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors, authentication])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors])
     app.on_response_prepare.append(security_headers)
+    app.on_startup.append(open_reads)
+    app.on_cleanup.append(close_reads)
     app[SERVICES] = services
     r = app.router
     r.add_get("/healthz", healthz)

@@ -37,15 +37,18 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel
 
+from services.query.async_reads import ReadThreads
 from services.query.queries import (
     ID,
     TM_CREATE,
     Cursor,
     FoundOutdial,
     FoundTarget,
+    JoinedPage,
     OutdialFilters,
     Page,
     Queries,
+    Read,
 )
 from shared import commands, shapes
 from shared.addresses import UUID_TEXT
@@ -148,6 +151,10 @@ class Listing:
     bodies: Sequence[str] = ()
     customer_ids: Sequence[str] = ()
     next_page_token: str = ""
+    # Instead of `bodies`: the bodies joined by commas as the store joined them (the
+    # HTTP API answers them as they are), all of `customer_id`.
+    joined: bytes | None = None
+    customer_id: str = ""
 
     @classmethod
     def of_page(cls, kind: Kind, page: Page, customer_id: str | None = None) -> Listing:
@@ -163,8 +170,22 @@ class Listing:
         token = f"{tm_create}|{row_id}" if tied else tm_create
         return cls(kind, page.bodies, customers, token)
 
+    @classmethod
+    def of_joined(cls, kind: Kind, page: JoinedPage) -> Listing:
+        if page.last is None:
+            return cls(kind)
+        tm_create = page.last.split("|", 1)[0]
+        # As `of_page`: the last tm_create, and the id when the next row shares it.
+        token = page.last if page.next_tm_create == tm_create else tm_create
+        return cls(kind, next_page_token=token, joined=page.joined, customer_id=page.customer_id)
+
     @property
     def items(self) -> list[Resource]:
+        if self.joined is not None:
+            return [
+                Resource(self.kind, orjson.dumps(shape), self.customer_id)
+                for shape in orjson.loads(b"[" + self.joined + b"]")
+            ]
         return [
             Resource(self.kind, body.encode(), customer)
             for body, customer in zip(self.bodies, self.customer_ids, strict=True)
@@ -282,14 +303,24 @@ class Backend:
     bus: OutdialClient
     executor: ThreadPoolExecutor
     bus_timeout: float = BUS_TIMEOUT_SECONDS
+    # PostgreSQL: the reader threads, once the HTTP API has started them (else the
+    # executor's threads).
+    reads: ReadThreads | None = None
+
+    async def fetch(self, read: Read[T]) -> T:
+        """One statement's read, where `read` runs reads."""
+        return await self.read(self.queries.run, read)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a read of the read model: inline where it cannot block for long (a
         local SQLite file answers an indexed read in well under a millisecond, less
         than a hop to a thread costs, and threads would fight over the GIL), else in
-        a thread."""
+        a thread: the reader threads' batches, whose results come back to the event
+        loop a batch at a time, or, before they start, the executor's."""
         if self.queries.local:
             return fn(*args)
+        if self.reads is not None:
+            return await self.reads.call(fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def send(
@@ -352,12 +383,16 @@ async def delete_outdial(call: Call, backend: Backend) -> Resource:
 
 
 async def list_targets(call: Call, backend: Backend) -> Listing:
-    outdial = await visible_outdial(call, backend)
-    if outdial.deleted:
-        return Listing("target")  # a deleted outdial's targets are hidden from lists
+    """The outdial and a page of its targets in one read."""
     cursor, size = call.page
-    page = await backend.read(backend.queries.targets_page, call.ids["outdial_id"], cursor, size)
-    return Listing.of_page("target", page, outdial.customer_id)
+    outdial_id = call.ids["outdial_id"]
+    read = backend.queries.targets_page_read(call.customer_id, outdial_id, cursor, size)
+    page = await backend.fetch(read)
+    if page is None:
+        raise Refused(ErrorCode.OUTDIAL_NOT_FOUND, f"outdial {outdial_id} not found")
+    if page.deleted:
+        return Listing("target")  # a deleted outdial's targets are hidden from lists
+    return Listing.of_joined("target", page)
 
 
 async def add_target(call: Call, backend: Backend) -> Resource:
@@ -428,9 +463,9 @@ async def visible_outdial(call: Call, backend: Backend) -> FoundOutdial:
     queries = backend.queries
     found: FoundOutdial | None
     if call.customer_id is None:
-        found = await backend.read(queries.outdial_by_id, outdial_id)
+        found = await backend.fetch(queries.outdial_by_id_read(outdial_id))
     else:
-        mine = await backend.read(queries.outdial, call.customer_id, outdial_id)
+        mine = await backend.fetch(queries.outdial_read(call.customer_id, outdial_id))
         found = None if mine is None else FoundOutdial(*mine, call.customer_id)
     if found is None:
         raise Refused(ErrorCode.OUTDIAL_NOT_FOUND, f"outdial {outdial_id} not found")
@@ -444,10 +479,10 @@ async def visible_target(call: Call, backend: Backend) -> FoundTarget:
     queries = backend.queries
     found: FoundTarget | None
     if call.customer_id is None:
-        found = await backend.read(queries.target_by_id, target_id)
+        found = await backend.fetch(queries.target_by_id_read(target_id))
     else:
         outdial_id = call.ids["outdial_id"]
-        body = await backend.read(queries.target, call.customer_id, outdial_id, target_id)
+        body = await backend.fetch(queries.target_read(call.customer_id, outdial_id, target_id))
         found = None if body is None else FoundTarget(body, call.customer_id, outdial_id)
     if found is None:
         raise Refused(ErrorCode.TARGET_NOT_FOUND, f"target {target_id} not found")

@@ -8,10 +8,10 @@ Reads go through a connection of the reading thread's own, in autocommit
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID
 
 import orjson
@@ -46,6 +46,32 @@ class Page:
 # A cursor of a page: after (tm_create, id); an id of None means after every row
 # of that tm_create.
 Cursor = tuple[str, str | None]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Read(Generic[T]):
+    """One read of one statement: its SQL (in the driver's style) and parameters, and
+    what its first row (None: no row) means. Run on a thread's connection
+    (`Queries.run`) or on the event loop (`services.query.async_reads`)."""
+
+    sql: str
+    params: Sequence[Any]
+    convert: Callable[[Any], T]
+
+
+@dataclass(frozen=True)
+class JoinedPage:
+    """A page of an outdial's targets, read with its outdial in one statement: the
+    bodies joined by commas as the store joined them (CONTRACT 1's shapes, what the
+    HTTP API answers, never parsed here), and what the next page's token needs."""
+
+    deleted: bool  # the outdial is deleted (its targets are hidden from lists)
+    customer_id: str  # the outdial's customer
+    joined: bytes  # b"" for no rows
+    last: str | None  # "tm_create|id" of the page's last row
+    next_tm_create: str | None  # tm_create of the first row beyond the page
 
 
 class FoundOutdial(NamedTuple):
@@ -89,6 +115,37 @@ class OutdialFilters:
         return " AND ".join(clauses), params
 
 
+def _body_and_deleted(row: Any) -> tuple[str, bool] | None:
+    return None if row is None else (str(row[0]), bool(row[1]))
+
+
+def _found_outdial(row: Any) -> FoundOutdial | None:
+    return None if row is None else FoundOutdial(str(row[0]), bool(row[1]), str(row[2]))
+
+
+def _first_text(row: Any) -> str | None:
+    return None if row is None else str(row[0])
+
+
+def _found_target(row: Any) -> FoundTarget | None:
+    return None if row is None else FoundTarget(str(row[0]), str(row[1]), str(row[2]))
+
+
+def _joined_page(row: Any) -> JoinedPage | None:
+    if row is None:
+        return None
+    deleted, customer_id, joined, full, oldest = row
+    if joined is None:  # no rows
+        return JoinedPage(bool(deleted), str(customer_id), b"", None, None)
+    if isinstance(joined, str):
+        joined = joined.encode()
+    if full is None:  # fewer rows than the page holds: the last is the oldest
+        return JoinedPage(bool(deleted), str(customer_id), bytes(joined), str(oldest), None)
+    last, _, beyond = str(full).partition(",")
+    next_tm_create = beyond.partition("|")[0] if beyond else None
+    return JoinedPage(bool(deleted), str(customer_id), bytes(joined), last, next_tm_create)
+
+
 class Queries:
     def __init__(self, store: Store, suffix: str = LIVE, *, readers: ThreadReaders | None = None):
         self.store = store
@@ -102,16 +159,22 @@ class Queries:
         self.readers = readers or ThreadReaders(store)
         self._outdials = table(self.dialect, OUTDIALS, suffix)
         self._targets = table(self.dialect, TARGETS, suffix)
+        sql = self.dialect.sql
+        o, t = self._outdials, self._targets
+        self._sql_outdial = sql(f"SELECT body, deleted FROM {o} WHERE id = ? AND customer_id = ?")
+        self._sql_outdial_by_id = sql(f"SELECT body, deleted, customer_id FROM {o} WHERE id = ?")
+        self._sql_target = sql(
+            f"SELECT body FROM {t} WHERE id = ? AND outdial_id = ? AND customer_id = ?"
+        )
+        self._sql_target_by_id = sql(f"SELECT body, customer_id, outdial_id FROM {t} WHERE id = ?")
+        self._sql_joined_pages: dict[tuple[bool, str], str] = {}
 
     def _cursor(self) -> contextlib.AbstractContextManager[Any]:
         return self.readers.cursor()
 
     def _one(self, statement: str, params: Sequence[Any]) -> Any:
-        def one(c: Any) -> Any:
-            c.execute(self.dialect.sql(statement), params)
-            return c.fetchone()
-
-        return self.readers.read(one)
+        """`statement`'s first row (written with `?`s, or in the driver's style)."""
+        return self.readers.one(self.dialect.sql(statement), params)
 
     def _all(self, statement: str, params: Sequence[Any]) -> list[Any]:
         def every(c: Any) -> list[Any]:
@@ -119,6 +182,10 @@ class Queries:
             return list(c.fetchall())
 
         return self.readers.read(every)
+
+    def run(self, read: Read[T]) -> T:
+        """A read on this thread's connection."""
+        return read.convert(self.readers.one(read.sql, read.params))
 
     def close(self) -> None:
         self.readers.close()
@@ -132,36 +199,32 @@ class Queries:
     def outdial(self, customer_id: str, outdial_id: str) -> tuple[str, bool] | None:
         """The customer's outdial, deleted or not: (body, deleted); None if absent or
         another customer's."""
-        row = self._one(
-            f"SELECT body, deleted FROM {self._outdials} WHERE id = ? AND customer_id = ?",
-            (outdial_id, customer_id),
-        )
-        return None if row is None else (str(row[0]), bool(row[1]))
+        return self.run(self.outdial_read(customer_id, outdial_id))
+
+    def outdial_read(self, customer_id: str, outdial_id: str) -> Read[tuple[str, bool] | None]:
+        return Read(self._sql_outdial, (outdial_id, customer_id), _body_and_deleted)
 
     def outdial_by_id(self, outdial_id: str) -> FoundOutdial | None:
         """Any customer's outdial, deleted or not. For trusted callers only (the
         platform's envelope, which names bare ids)."""
-        row = self._one(
-            f"SELECT body, deleted, customer_id FROM {self._outdials} WHERE id = ?",
-            (outdial_id,),
-        )
-        return None if row is None else FoundOutdial(str(row[0]), bool(row[1]), str(row[2]))
+        return self.run(self.outdial_by_id_read(outdial_id))
+
+    def outdial_by_id_read(self, outdial_id: str) -> Read[FoundOutdial | None]:
+        return Read(self._sql_outdial_by_id, (outdial_id,), _found_outdial)
 
     def target(self, customer_id: str, outdial_id: str, target_id: str) -> str | None:
         """The body of the customer's target of that outdial, deleted or not."""
-        row = self._one(
-            f"SELECT body FROM {self._targets} WHERE id = ? AND outdial_id = ? AND customer_id = ?",
-            (target_id, outdial_id, customer_id),
-        )
-        return None if row is None else str(row[0])
+        return self.run(self.target_read(customer_id, outdial_id, target_id))
+
+    def target_read(self, customer_id: str, outdial_id: str, target_id: str) -> Read[str | None]:
+        return Read(self._sql_target, (target_id, outdial_id, customer_id), _first_text)
 
     def target_by_id(self, target_id: str) -> FoundTarget | None:
         """Any customer's target, deleted or not. For trusted callers only."""
-        row = self._one(
-            f"SELECT body, customer_id, outdial_id FROM {self._targets} WHERE id = ?",
-            (target_id,),
-        )
-        return None if row is None else FoundTarget(str(row[0]), str(row[1]), str(row[2]))
+        return self.run(self.target_by_id_read(target_id))
+
+    def target_by_id_read(self, target_id: str) -> Read[FoundTarget | None]:
+        return Read(self._sql_target_by_id, (target_id,), _found_target)
 
     # ---- lists -------------------------------------------------------------
     def outdials_page(self, filters: OutdialFilters, after: Cursor | None, size: int) -> Page:
@@ -173,6 +236,60 @@ class Queries:
         """The outdial's live targets (whose customer is the outdial's)."""
         where = "outdial_id = ? AND deleted = 0"
         return self._page(self._targets, "tm_create, id, body", where, [outdial_id], after, size)
+
+    def targets_page_read(
+        self, customer_id: str | None, outdial_id: str, after: Cursor | None, size: int
+    ) -> Read[JoinedPage | None]:
+        """The outdial (the customer's, or any customer's for a trusted caller) and a
+        page of its live targets, newest first, strictly after the cursor, in one
+        statement: the bodies joined by the store. None: no such outdial."""
+        where, cursor_params = "outdial_id = ? AND deleted = 0", [outdial_id]
+        if after is not None:
+            tm, row_id = after
+            if row_id is None:
+                where += " AND tm_create < ?"
+                cursor_params.append(tm)
+            else:
+                where += " AND (tm_create < ? OR (tm_create = ? AND id < ?))"
+                cursor_params += [tm, tm, row_id]
+        key = (customer_id is not None, where)
+        statement = self._sql_joined_pages.get(key)
+        if statement is None:
+            statement = self._sql_joined_pages[key] = self._joined_page_sql(
+                where, customer_id is not None
+            )
+        params = [*cursor_params, size, *cursor_params, size - 1, *cursor_params, outdial_id]
+        if customer_id is not None:
+            params.append(customer_id)
+        return Read(statement, params, _joined_page)
+
+    def _joined_page_sql(self, where: str, of_customer: bool) -> str:
+        """Both stores aggregate a subquery's rows in the order it gives them (a
+        LIMITed, ORDERed subquery of one table, no join): the page's bodies newest
+        first, and the keys of the page's last row and of the row beyond."""
+        t, newest = self._targets, "ORDER BY tm_create DESC, id DESC"
+        page = f"SELECT body FROM {t} WHERE {where} {newest} LIMIT ?"
+        if self.dialect.kind == "postgres":
+            joined = f"SELECT string_agg(body, ',') FROM ({page}) p"
+            keys = "string_agg(tm_create || '|' || id, ',')"
+        else:
+            # As bytes: what the HTTP API sends, without a str made of them first.
+            joined = f"SELECT CAST(group_concat(body, ',') AS BLOB) FROM ({page}) p"
+            keys = "group_concat(tm_create || '|' || id, ',')"
+        # The page's last row and the one beyond it, when the page is full (an index
+        # scan, no table rows); else the page holds the oldest row, and no more.
+        full = (
+            f"SELECT {keys} FROM (SELECT tm_create, id FROM {t} WHERE {where} {newest} "
+            "LIMIT 2 OFFSET ?) k"
+        )
+        oldest = (
+            f"SELECT tm_create || '|' || id FROM {t} WHERE {where} ORDER BY tm_create, id LIMIT 1"
+        )
+        owner = "id = ? AND customer_id = ?" if of_customer else "id = ?"
+        return self.dialect.sql(
+            f"SELECT deleted, customer_id, ({joined}), ({full}), ({oldest}) "
+            f"FROM {self._outdials} WHERE {owner}"
+        )
 
     def _page(
         self,

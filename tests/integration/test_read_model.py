@@ -21,7 +21,7 @@ from services.gateway.http import list_body
 from services.gateway.operations import Listing
 from services.query import replay, schema
 from services.query.queries import Queries
-from services.query.writes import TargetRow, write_rows
+from services.query.writes import OutdialRow, TargetRow, write_rows
 from services.store import (
     connect_postgres,
     parse_store_url,
@@ -124,6 +124,64 @@ def test_paging_breaks_ties_of_tm_create_by_id(writer: Writer, page_size: int) -
     queries.close()
     assert len(seen) == len(set(seen))
     assert set(seen) == live  # deleted rows are left out, every live one comes once
+
+
+@pytest.mark.parametrize("page_size", [1, 7, 25, 49, 50, 100])
+def test_a_joined_page_is_the_page_of_rows(writer: Writer, page_size: int) -> None:
+    """The HTTP API's page (the outdial and its targets in one statement, the bodies
+    joined by the store) answers the same bytes and tokens as the page of rows,
+    page after page, through ties of tm_create; for its customer only."""
+    app = writer.app
+    outdial, customer = str(uuid.uuid4()), str(uuid.uuid4())
+    stamps = ["2026-01-01 00:00:00.000001"] * 30 + ["2026-01-01 00:00:00.000002"] * 20
+    targets = []
+    for i, tm in enumerate(stamps):
+        target_id = str(uuid.uuid4())
+        body = orjson.dumps({"id": target_id, "name": f't{i} é,"}}{{'}).decode()
+        targets.append(
+            TargetRow(
+                target_id,
+                outdial,
+                customer,
+                tm,
+                int(i % 10 == 0),
+                "idle",
+                tm,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                body,
+            )
+        )
+    row = OutdialRow(outdial, customer, "c", '""', '""', '""', stamps[0], 0, "{}")
+    with write_transaction(app.recorder) as c:
+        write_rows(c, app.store.dialect, [row], targets)
+    queries = Queries(app.store)
+    try:
+        assert queries.run(queries.targets_page_read(str(uuid.uuid4()), outdial, None, 5)) is None
+        pages = 0
+        after = None
+        while True:
+            expected = list_body(
+                Listing.of_page("target", queries.targets_page(outdial, after, page_size), customer)
+            )
+            for caller in (customer, None):
+                joined = queries.run(queries.targets_page_read(caller, outdial, after, page_size))
+                assert joined is not None
+                assert joined.customer_id == customer and not joined.deleted
+                assert list_body(Listing.of_joined("target", joined)) == expected
+            body = orjson.loads(expected)
+            pages += 1
+            if not body["result"]:
+                break
+            tm, _, row_id = body["next_page_token"].partition("|")
+            after = (tm, row_id or None)
+        assert pages == -(-45 // page_size) + 1  # 45 live targets, then an empty page
+    finally:
+        queries.close()
 
 
 def test_a_rebuild_while_commands_write_loses_no_row(writer: Writer) -> None:
