@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import stat
 import subprocess
@@ -166,3 +167,43 @@ async def test_a_consumer_killed_mid_load_applies_each_command_once(
     target_ids = Counter(r[0]["data"]["id"] for r in recorder.replies.values())
     assert len(target_ids) == count
     assert created_targets(store_url) == count
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert found, f"{name} not in /metrics"
+    return float(found[1])
+
+
+async def test_a_standalone_query_server_tells_the_stores_positions(tmp_path: Path) -> None:
+    """`/metrics` of an `outdial query` of its own (no command side, no relay in its
+    process) reads the positions from the store, as `/v1.0/progress` does: not 0."""
+    await purge_command_queues()
+    run_port, query_port = free_port(), free_port()
+    run = start(["run"], tmp_path, OUTDIAL_HTTP_PORT=str(run_port))
+    query = None
+    try:
+        await wait_for_log(run, "ready")
+        query = start(["query"], tmp_path, OUTDIAL_HTTP_PORT=str(query_port))
+        await wait_for_log(query, "ready")
+        async with ReplyRecorder() as recorder:
+            outdial_id = await new_outdial(recorder, str(uuid.uuid4()))
+            for i in range(3):
+                customer = recorder.replies["outdial"][0]["data"]["customer_id"]
+                await recorder.publish(add_target(customer, outdial_id, i), message_id=f"t{i}")
+            await recorder.wait_until(4)
+        stored = 4  # the outdial's event and the targets'
+        assert await asyncio.to_thread(metric, query_port, "outdial_store_position") == stored
+        assert await asyncio.to_thread(metric, query_port, "outdial_projection_position") == stored
+        for _ in range(50):  # the relay records what it published every half second
+            if await asyncio.to_thread(metric, query_port, "outdial_relay_position") == stored:
+                break
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(metric, query_port, "outdial_relay_position") == stored
+    finally:
+        for process in (query, run):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                process.communicate(timeout=15)

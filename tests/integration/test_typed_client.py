@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pydantic
 import pytest
@@ -138,3 +139,16 @@ async def test_a_retry_reuses_the_message_id_and_applies_once(store_url: str) ->
             again = await client.add_target(customer, outdial.id, target)  # a new command
     assert added.data.name == "once" and again.data.id != added.data.id
     assert stored_target_names(store_url) == {"once": 2}  # not 4: the retries applied once
+
+
+async def test_without_a_url_the_client_uses_outdial_amqp_url(
+    service: CommandSide, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's `OutdialClient()`: the broker (and vhost) of OUTDIAL_AMQP_URL, as
+    the service takes it; this run's vhost is no broker's default."""
+    monkeypatch.setenv("OUTDIAL_AMQP_URL", AMQP_URL)
+    assert urlsplit(AMQP_URL).path not in ("", "/", "/%2F")  # not the default vhost
+    async with OutdialClient() as client:
+        assert client.amqp_url == AMQP_URL
+        created = await client.create_outdial(uuid.uuid4(), name="env")
+    assert created.data.name == "env"
