@@ -110,10 +110,21 @@ SERVICES = web.AppKey("services", Services)
 CUSTOMER = web.RequestKey("customer_id", str)
 
 
+# Every answer (`errors` sees each): nothing sniffed, nothing framed, nothing referred,
+# and no software versions for an attacker to look up.
+SECURITY_HEADERS = {
+    "Server": "outdial",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+_JSON_HEADERS = {"Content-Type": JSON, **SECURITY_HEADERS}
+
+
 def json_response(body: bytes, status: int = 200, **headers: str) -> web.Response:
-    if headers:
-        return web.Response(body=body, status=status, content_type=JSON, headers=headers)
-    return web.Response(body=body, status=status, content_type=JSON)
+    """A JSON answer, with the security headers (set here rather than by `errors`
+    after the fact: most answers are these)."""
+    return web.Response(body=body, status=status, headers={**_JSON_HEADERS, **headers})
 
 
 def error_response(refused: Refused) -> web.Response:
@@ -169,6 +180,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("request failed", extra={"fields": {"path": request.path}})
         response = error_response(Refused(ErrorCode.INTERNAL_ERROR, "internal error"))
+    if "X-Frame-Options" not in response.headers:
+        response.headers.update(SECURITY_HEADERS)  # answers other than json_response's
     if request.method != "GET" and "X-Outdial-Position" not in response.headers:
         # Every answer to a write carries a position, refused ones included:
         # nothing was stored, so what the read model shows now is as good as any.
@@ -180,7 +193,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def authenticated(request: web.Request) -> str:
     """The customer of the request's token (its query's `token`, else its cookie's,
     else its bearer token); Refused if it has none, or none valid."""
-    token = request.query.get("token")
+    token = request.query.get("token") if request.query_string else None
     if not token and hdrs.COOKIE in request.headers:
         token = request.cookies.get("token")
     if not token:
@@ -280,18 +293,20 @@ def route_handler(op: Operation) -> Handler:
     parameters, paging, body (all refused at once), then, for a read, the wait for
     `X-Outdial-Min-Position`; then the operation."""
 
+    params_of, paged, body_of, write = op.params, op.paged, bool(op.body_fields), op.write
+
     async def handle(request: web.Request) -> web.Response:
         ids = {PATH_IDS[name]: path_id(request, name) for name in request.match_info}
-        params = query_params(request, op.params)
+        params = query_params(request, params_of) if params_of else {}
         page: tuple[Cursor | None, int] = (None, MAX_PAGE_SIZE)
-        if op.paged:
-            page = paging(request.query.get("page_size"), request.query.get("page_token"))
-        body = await json_body(request) if op.body_fields else {}
-        if not op.write:
+        if paged:
+            query = request.query
+            page = paging(query.get("page_size"), query.get("page_token"))
+        body = await json_body(request) if body_of else {}
+        if not write:
             await reached_min_position(request)
-        call = Call(
-            request[CUSTOMER], ids, params, page, body, request.headers.get("Idempotency-Key")
-        )
+        key = request.headers.get("Idempotency-Key") if write else None
+        call = Call(request[CUSTOMER], ids, params, page, body, key)
         result = await op.handler(call, request.app[SERVICES].backend)
         return answer(request, op, result)
 
@@ -331,20 +346,6 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(orjson.dumps(document()))
 
 
-# Every answer: nothing sniffed, nothing framed, nothing referred, and no software
-# versions for an attacker to look up.
-SECURITY_HEADERS = {
-    "Server": "outdial",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
-
-
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(SECURITY_HEADERS)
-
-
 async def open_reads(app: web.Application) -> None:
     """PostgreSQL: the reads on the reader threads from now on (until then, and
     after the API stops, on the executor's: the envelope listener starts before
@@ -363,7 +364,6 @@ async def close_reads(app: web.Application) -> None:
 
 def make_app(services: Services) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors])
-    app.on_response_prepare.append(security_headers)
     app.on_startup.append(open_reads)
     app.on_cleanup.append(close_reads)
     app[SERVICES] = services

@@ -50,11 +50,10 @@ Cursor = tuple[str, str | None]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Read(Generic[T]):
+class Read(NamedTuple, Generic[T]):
     """One read of one statement: its SQL (in the driver's style) and parameters, and
-    what its first row (None: no row) means. Run on a thread's connection
-    (`Queries.run`) or on the event loop (`services.query.async_reads`)."""
+    what its first row (None: no row) means; run by `Queries.run`, on the event loop
+    (SQLite) or a reader thread (`services.query.async_reads`)."""
 
     sql: str
     params: Sequence[Any]
