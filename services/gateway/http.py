@@ -79,6 +79,8 @@ OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json"}
 # A UUID as OpenAPI's `format: uuid` means it (RFC 4122 text, either case); uuid.UUID
 # alone would also take 32 bare hex digits, braces and `urn:uuid:`.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+# The paths whose GETs dialers and dashboards poll, routed first.
+HOT_PATHS = ("/outdials/{id}/targets/{target_id}", "/outdials/{id}/targets", "/outdials/{id}")
 # The path's names of the ids an operation takes.
 PATH_IDS = {"id": "outdial_id", "target_id": "target_id"}
 
@@ -135,15 +137,23 @@ def error_response(refused: Refused) -> web.Response:
 # ---- middlewares -------------------------------------------------------------
 
 
-# A route's answers by status, counted: the counter's child of each is looked up once.
-_COUNTED: dict[tuple[str, int], Any] = {}
+# The answers of each route by status since the last scrape of /metrics, which adds
+# them to the counter: a plain dict per answer, not the counter's lock and labels.
+_COUNTS: dict[tuple[str, int], int] = {}
 
 
 def _count(route_name: str, status: int) -> None:
-    child = _COUNTED.get((route_name, status))
-    if child is None:
-        child = _COUNTED[route_name, status] = HTTP_REQUESTS.labels(route_name, str(status))
-    child.inc()
+    key = (route_name, status)
+    _COUNTS[key] = _COUNTS.get(key, 0) + 1
+
+
+def counted() -> None:
+    """Add the answers counted since the last call to the counter (on the event loop,
+    where they are counted)."""
+    counts = dict(_COUNTS)
+    _COUNTS.clear()
+    for (route_name, status), n in counts.items():
+        HTTP_REQUESTS.labels(route_name, str(status)).inc(n)
 
 
 @web.middleware
@@ -227,13 +237,16 @@ async def reached_min_position(request: web.Request) -> None:
     raw = request.headers.get("X-Outdial-Min-Position")
     if raw is None:
         return
+    positions = request.app[SERVICES].positions
+    if raw.isascii() and raw.isdigit() and len(raw) < 19 and int(raw) <= positions.position:
+        return  # reached, the common case
     try:
         wanted = integer(raw)
     except ValueError:
         raise Refused(
             ErrorCode.INVALID_HEADER, "X-Outdial-Min-Position is not an integer"
         ) from None
-    if not await request.app[SERVICES].positions.wait_for(wanted, MAX_WAIT_SECONDS):
+    if not await positions.wait_for(wanted, MAX_WAIT_SECONDS):
         raise Refused(
             ErrorCode.POSITION_NOT_REACHED,
             f"the read model did not reach position {wanted} within {MAX_WAIT_SECONDS:g} s",
@@ -335,6 +348,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    counted()
     # In a thread: the positions are read from the store when scraped.
     body = await asyncio.to_thread(generate_latest)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -372,11 +386,16 @@ def make_app(services: Services) -> web.Application:
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
     r.add_get("/openapi.json", openapi)
-    # In the table's order, which keeps the methods of one path together (one
-    # resource: a wrong method is 405 with `Allow`).
-    for op in OPERATIONS:
-        if op.http is None:
-            continue
+    # The methods of one path together (one resource: a wrong method is 405 with
+    # `Allow`), in the table's order; the paths the dialers poll first (aiohttp tries
+    # the resources under `/v1.0/outdials` one by one, a regular expression each).
+    served = [op for op in OPERATIONS if op.http is not None]
+    paths = sorted(
+        dict.fromkeys(op.http.path for op in served if op.http is not None),
+        key=lambda path: HOT_PATHS.index(path) if path in HOT_PATHS else len(HOT_PATHS),
+    )
+    for op in sorted(served, key=lambda op: paths.index(op.http.path if op.http else "")):
+        assert op.http is not None
         if op.http.method == "GET":
             r.add_get(aiohttp_path(op.http.path), route_handler(op))  # and HEAD
         else:
