@@ -49,8 +49,10 @@ class ReadThreads:
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """`fn(*args)` on a reader thread (its connection is `queries.readers`')."""
         future: asyncio.Future[T] = self._loop.create_future()
+        idle = not self._waiting  # else a thread is to take those, and this with them
         self._waiting.append(((lambda: fn(*args)) if args else fn, future))
-        self._wake.set()
+        if idle and not self._wake.is_set():
+            self._wake.set()  # a lock and a notify: once per batch, not per read
         return future
 
     def close(self) -> None:
