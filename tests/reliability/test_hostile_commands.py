@@ -275,7 +275,10 @@ bad_address = st.sampled_from(
         {"type": "sip", "target": "a@b:70000"},
         {"type": "email", "target": "not-an-email"},
         {"type": "agent", "target": "not-a-uuid"},
-        {"type": "line", "target": "{5e4a0680-804e-11ec-8477-2fea5968d85b}"},
+        # A LINE user id is LINE's own text (shared/addresses.py), not a UUID: any
+        # text of 1 to 1,024 characters is one, so only none or too much is wrong.
+        {"type": "line", "target": ""},
+        {"type": "webchat", "target": "x" * 1025},
         {"type": "tel", "target": "+15559876543", "name": "x" * 1025},
         {"type": "tel", "target": 15559876543},
     ]
