@@ -44,10 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--requests", type=int, default=5000, help="HTTP requests per figure (without wrk)"
     )
-    parser.add_argument(
-        "--http-seconds", type=float, default=3.0, help="seconds of each wrk load (4 per figure)"
-    )
+    parser.add_argument("--http-seconds", type=float, default=3.0, help="seconds of each wrk load")
     parser.add_argument("--http-concurrency", type=int, nargs="+", default=[32, 256])
+    parser.add_argument(
+        "--http-rounds",
+        type=int,
+        default=3,
+        help="loads of the bare handler and of the service, alternately, per figure (the best)",
+    )
     parser.add_argument(
         "--http-sizes",
         type=int,
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.commands, args.concurrency, args.batches, args.big = 100, 10, 1, 1000
         args.samples, args.events, args.requests, args.http_concurrency = 10, 2000, 200, [4]
-        args.http_sizes, args.http_seconds = [100, 1000], 1.0
+        args.http_sizes, args.http_seconds, args.http_rounds = [100, 1000], 1.0, 1
         args.claim_targets, args.lag_commands, args.memory_events = 200, 50, 3000
 
     results: list[Figure] = []
@@ -90,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     if "http" in args.only:
         results += asyncio.run(
             figures.http_reads(
-                args.store, args.http_sizes, args.http_concurrency, args.http_seconds, args.requests
+                args.store,
+                args.http_sizes,
+                args.http_concurrency,
+                args.http_seconds,
+                args.requests,
+                args.http_rounds,
             )
         )
     if "memory" in args.only:
