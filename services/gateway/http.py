@@ -285,7 +285,8 @@ def list_body(listing: Listing) -> bytes:
     """`{"result": [...], "next_page_token": "..."}`, of the stored bodies as they are."""
     items = listing.joined if listing.joined is not None else ",".join(listing.bodies).encode()
     token = orjson.dumps(listing.next_page_token)
-    return b'{"result":[' + items + b'],"next_page_token":' + token + b"}"
+    # One copy of the page's bytes, not one per `+`.
+    return b"".join((b'{"result":[', items, b'],"next_page_token":', token, b"}"))
 
 
 def answer(request: web.Request, op: Operation, result: Resource | Listing) -> web.Response:

@@ -60,8 +60,7 @@ class Read(NamedTuple, Generic[T]):
     convert: Callable[[Any], T]
 
 
-@dataclass(frozen=True)
-class JoinedPage:
+class JoinedPage(NamedTuple):
     """A page of an outdial's targets, read with its outdial in one statement: the
     bodies joined by commas as the store joined them (CONTRACT 1's shapes, what the
     HTTP API answers, never parsed here), and what the next page's token needs."""
@@ -136,13 +135,13 @@ def _joined_page(row: Any) -> JoinedPage | None:
     deleted, customer_id, joined, full, oldest = row
     if joined is None:  # no rows
         return JoinedPage(bool(deleted), str(customer_id), b"", None, None)
-    if isinstance(joined, str):
+    if isinstance(joined, str):  # PostgreSQL's text
         joined = joined.encode()
     if full is None:  # fewer rows than the page holds: the last is the oldest
-        return JoinedPage(bool(deleted), str(customer_id), bytes(joined), str(oldest), None)
-    last, _, beyond = str(full).partition(",")
+        return JoinedPage(bool(deleted), customer_id, joined, oldest, None)
+    last, _, beyond = full.partition(",")
     next_tm_create = beyond.partition("|")[0] if beyond else None
-    return JoinedPage(bool(deleted), str(customer_id), bytes(joined), last, next_tm_create)
+    return JoinedPage(bool(deleted), customer_id, joined, last, next_tm_create)
 
 
 class Queries:
