@@ -20,8 +20,10 @@ snapshot with the live rows, and compares them row for row.
 from __future__ import annotations
 
 import contextlib
+import queue
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +60,8 @@ BATCH = 20_000
 BATCH_BYTES = 32 * 1024 * 1024
 # Events read from the store at a time.
 FETCH = 200
+# Bytes of a SQLite store read through a memory map (SQLite's own upper bound).
+MMAP = 0x7FFF0000
 
 
 def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredRow]:
@@ -75,11 +79,17 @@ def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredR
     )
     params = (stop, RECEIPT_TOPIC + ".%")
     if dialect.kind == "sqlite":
-        with recorder.datastore.transaction(commit=False) as c:
-            c.execute(statement, params)
-            raw = c.sqlite_cursor  # the driver's own: eventsourcing's wrapper has no fetchmany
-            while rows := raw.fetchmany(FETCH):
+        # A connection of its own, the file mapped: the primary key's order is not
+        # the table's, so each event is a lookup in the table, a read() call each
+        # without the map. The events up to `stop` are the same in any later snapshot.
+        connection = sqlite3.connect(app.store.path)
+        try:
+            connection.execute(f"PRAGMA mmap_size = {MMAP}")
+            c = connection.execute(statement, params)
+            while rows := c.fetchmany(FETCH):
                 yield from rows
+        finally:
+            connection.close()
         return
     # COPY out: a million events streamed, not loaded at once, and without the round
     # trip per page a server-side cursor makes.
@@ -139,26 +149,71 @@ def rows_up_to(app: OutdialApplication, stop: int, bar: tqdm[Any] | None = None)
     yield from event_rows.fold(counted(_events_by_aggregate(app, stop)), through_aggregate)
 
 
-def _write_batches(app: OutdialApplication, rows: Iterable[Any], suffix: str) -> None:
+def _write_batches(
+    app: OutdialApplication, rows: Iterable[Any], suffix: str, *, indexes: bool = False
+) -> None:
     """Load rows into the empty `suffix` tables, in large transactions on a
     connection of the load's own: on SQLite, plain INSERTs (each resource comes
     once) with `synchronous=NORMAL` (WAL stays consistent; the swap's own commit
-    makes all of it durable); on PostgreSQL, COPY."""
-    with _loader(app, suffix) as load:
+    makes all of it durable); on PostgreSQL, COPY. With `indexes`, then make the
+    tables' secondary indexes (made without them: one sort each, not an entry put
+    in place per row), each in a transaction of its own."""
+    with _loader(app, suffix) as (load, run), _beside(load) as put:
         batch: list[Any] = []
         size = 0
         for row in rows:
             batch.append(row)
             size += len(row.body)
             if len(batch) >= BATCH or size >= BATCH_BYTES:
-                load(batch)
+                put(batch)
                 batch, size = [], 0
         if batch:
-            load(batch)
+            put(batch)
+    if indexes:
+        with _loader(app, suffix) as (_, run):
+            for statement in schema.index_statements(app.store.dialect, suffix):
+                run(statement)
 
 
 @contextlib.contextmanager
-def _loader(app: OutdialApplication, suffix: str) -> Iterator[Callable[[list[Any]], None]]:
+def _beside(load: Callable[[list[Any]], None]) -> Iterator[Callable[[list[Any]], None]]:
+    """`load` on a thread of its own, a batch behind the caller: the store inserts
+    one batch (the driver lets go of the GIL meanwhile) while the next is folded.
+    At most two batches wait; the thread's error is raised here."""
+    batches: queue.Queue[list[Any] | None] = queue.Queue(maxsize=2)
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        while (batch := batches.get()) is not None:
+            if not failed:
+                try:
+                    load(batch)
+                except BaseException as e:
+                    failed.append(e)
+
+    def put(batch: list[Any]) -> None:
+        if failed:
+            raise failed[0]
+        batches.put(batch)
+
+    thread = threading.Thread(target=work, name="replay-load", daemon=True)
+    thread.start()
+    try:
+        yield put
+    finally:
+        batches.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
+_Load = Callable[[list[Any]], None]
+_Run = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def _loader(app: OutdialApplication, suffix: str) -> Iterator[tuple[_Load, _Run]]:
+    """(load rows, run a statement), each in a transaction of its own."""
     store = app.store
     dialect = store.dialect
     tables = {
@@ -166,13 +221,22 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[Callable[[list[Any
         TargetRow: (schema.table(dialect, schema.TARGETS, suffix), TargetRow._fields),
     }
     if store.kind == "sqlite":
-        connection = sqlite3.connect(store.path, isolation_level=None)
+        connection = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.execute("PRAGMA busy_timeout = 30000")
 
-        def insert(rows: list[Any]) -> None:
+        @contextlib.contextmanager
+        def transaction() -> Iterator[None]:
             connection.execute("BEGIN IMMEDIATE")
             try:
+                yield
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+        def insert(rows: list[Any]) -> None:
+            with transaction():
                 for kind, (name, fields) in tables.items():
                     of_kind: list[Any] = [r for r in rows if type(r) is kind]
                     if of_kind:
@@ -180,13 +244,13 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[Callable[[list[Any
                         connection.executemany(
                             f"INSERT INTO {name} ({', '.join(fields)}) VALUES ({marks})", of_kind
                         )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+
+        def run(statement: str) -> None:
+            with transaction():
+                connection.execute(statement)
 
         try:
-            yield insert
+            yield insert, run
         finally:
             connection.close()
         return
@@ -203,7 +267,11 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[Callable[[list[Any
                             for row in of_kind:
                                 stream.write_row(row)
 
-        yield copy
+        def execute(statement: str) -> None:
+            with pg.transaction():
+                pg.execute(statement)
+
+        yield copy, execute
 
 
 def _write(app: OutdialApplication, dialect: Dialect, rows: list[Any], suffix: str) -> None:
@@ -288,10 +356,10 @@ def rebuild(app: OutdialApplication, *, out: TextIO = sys.stderr, quiet: bool = 
     started = time.monotonic()
     with write_transaction(app.recorder) as c:
         schema.drop(c, dialect, NEXT)  # what an interrupted rebuild left
-        schema.create(c, dialect, NEXT)
+        schema.create(c, dialect, NEXT, indexes=False)
     stop = head(app.recorder)
     with _progress(_count_events(app, stop), out, "replay", quiet=quiet) as bar:
-        _write_batches(app, rows_up_to(app, stop, bar), NEXT)
+        _write_batches(app, rows_up_to(app, stop, bar), NEXT, indexes=True)
     with write_transaction(app.recorder, lock_writers=True) as c:
         # Writers wait from here to the commit: what they stored since `stop` is
         # brought over, and nothing more can arrive before the swap.
@@ -326,7 +394,8 @@ def check(app: OutdialApplication, *, out: TextIO = sys.stderr, limit: int = 50)
     fresh = Queries(app.store, CHECK)
     with write_transaction(app.recorder) as c:
         schema.drop(c, dialect, CHECK)
-        schema.create(c, dialect, CHECK)
+        # No secondary indexes: the comparison reads the rows in id order only.
+        schema.create(c, dialect, CHECK, indexes=False)
     try:
         with read_transaction(app.recorder) as snapshot:
             # The live rows and position as of one moment; the fresh tables are

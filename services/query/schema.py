@@ -70,30 +70,51 @@ def table(dialect: Dialect, name: str, suffix: str = LIVE) -> str:
     return dialect.table(name + suffix)
 
 
-def create(cursor: Any, dialect: Dialect, suffix: str = LIVE) -> None:
-    """Create the set of tables named by `suffix`, where missing."""
+def create(cursor: Any, dialect: Dialect, suffix: str = LIVE, *, indexes: bool = True) -> None:
+    """Create the set of tables named by `suffix`, where missing; with their
+    indexes unless `indexes` is false (a rebuild loads its rows first and then
+    makes the indexes, `create_indexes`: one sort each instead of an index
+    entry put in place row by row)."""
     for name, columns in _COLUMNS.items():
         if table_exists(cursor, dialect, name + suffix):
             continue
-        full = table(dialect, name, suffix)
-        cursor.execute(f"CREATE TABLE {full} ({columns})")
-        # Fresh index names: a swapped-in table keeps its indexes' names, so fixed
-        # ones would collide with the next rebuild's.
-        if name == OUTDIALS:
-            for leading in ("customer_id, deleted", "deleted"):
-                cursor.execute(
-                    f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {full} "
-                    f"({leading}, tm_create DESC, id DESC)"
-                )
-        if name == TARGETS:
-            cursor.execute(
-                f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {full} "
-                "(outdial_id, tm_create DESC, id DESC) WHERE deleted = 0"
-            )
-            cursor.execute(
-                f"CREATE INDEX {name}_idle_{uuid.uuid4().hex[:12]} ON {full} "
-                "(outdial_id, tm_update, id) WHERE deleted = 0 AND status = 'idle'"
-            )
+        cursor.execute(f"CREATE TABLE {table(dialect, name, suffix)} ({columns})")
+        for statement in _index_statements(dialect, name, suffix) if indexes else []:
+            cursor.execute(statement)
+
+
+def create_indexes(cursor: Any, dialect: Dialect, suffix: str) -> None:
+    """The secondary indexes of the set `suffix`, made by `create(..., indexes=False)`
+    without them (the primary keys come with the tables)."""
+    for statement in index_statements(dialect, suffix):
+        cursor.execute(statement)
+
+
+def index_statements(dialect: Dialect, suffix: str) -> list[str]:
+    """The statements that make the secondary indexes of the set `suffix`, each on
+    its own (a rebuild on SQLite runs each in a transaction of its own: writers
+    wait for one index at a time)."""
+    return [s for name in _COLUMNS for s in _index_statements(dialect, name, suffix)]
+
+
+def _index_statements(dialect: Dialect, name: str, suffix: str) -> list[str]:
+    full = table(dialect, name, suffix)
+    # Fresh index names: a swapped-in table keeps its indexes' names, so fixed
+    # ones would collide with the next rebuild's.
+    if name == OUTDIALS:
+        return [
+            f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {full} "
+            f"({leading}, tm_create DESC, id DESC)"
+            for leading in ("customer_id, deleted", "deleted")
+        ]
+    if name == TARGETS:
+        return [
+            f"CREATE INDEX {name}_list_{uuid.uuid4().hex[:12]} ON {full} "
+            "(outdial_id, tm_create DESC, id DESC) WHERE deleted = 0",
+            f"CREATE INDEX {name}_idle_{uuid.uuid4().hex[:12]} ON {full} "
+            "(outdial_id, tm_update, id) WHERE deleted = 0 AND status = 'idle'",
+        ]
+    return []
 
 
 def drop(cursor: Any, dialect: Dialect, suffix: str) -> None:
