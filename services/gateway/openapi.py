@@ -110,7 +110,11 @@ class Progress(_Shape):
 
     position: int = Field(ge=0, description="The read model's position.")
     head: int = Field(ge=0, description="The event store's last position.")
-    lag_events: int = Field(ge=0, description="`head - position`: events the read model does not hold yet (0, but while a read model of an earlier version is rebuilt at start).")
+    lag_events: int = Field(
+        ge=0,
+        description="`head - position`: events the read model does not hold yet "
+        "(0, but while a read model of an earlier version is rebuilt at start).",
+    )
     commands_handled: int | None = Field(
         description="Commands this process has handled (null: none, or no consumer here)."
     )
