@@ -416,6 +416,12 @@ def test_every_setting_named_in_deploy_is_one_the_code_reads() -> None:
             named.setdefault(name, set()).add(path.name)
     # The one example of what Kubernetes would inject without enableServiceLinks.
     named.pop("OUTDIAL_QUERY_SERVICE_HOST", None)
+    # The test suite's own switches (OUTDIAL_TEST_IMAGE=1 runs the image's test):
+    # no setting of the service, but each must be one a test reads.
+    tests_read = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("*.py"))
+    for name in [n for n in named if n.startswith("OUTDIAL_TEST_")]:
+        assert f'"{name}"' in tests_read, name
+        del named[name]
     assert {"OUTDIAL_HTTP_HOST", "OUTDIAL_JWT_SECRET"} <= set(named)
     unknown = {name: files for name, files in named.items() if name not in SETTINGS}
     assert unknown == {}
