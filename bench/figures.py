@@ -347,7 +347,9 @@ def replay_speed(store: str, events: int) -> list[Figure]:
         rt = Runtime(Settings(database_url=url, jwt_secret=SECRET))
         app = rt.app
         try:
+            started = time.perf_counter()
             head = fill_store(rt, events)
+            filled = time.perf_counter() - started
             started = time.perf_counter()
             position = 0
             while page := app.recorder.select_notifications(
@@ -371,6 +373,7 @@ def replay_speed(store: str, events: int) -> list[Figure]:
             plain,
             "/s",
             ">= 0.5",
+            note=f"the store filled in {filled:.0f} s (AddTargets of 1,000 handled in-process)",
         )
     ]
 

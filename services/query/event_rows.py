@@ -244,28 +244,29 @@ def fold(
     group: list[StoredRow] = []
     resource: Any = None
     known = True
+    loads, creates, applies = orjson.loads, _CREATE.get, _APPLY.get
     for event in events:
-        if event[0] != current:
+        originator_id, version, topic, stored = event
+        if originator_id != current:
             if group:
                 row = resource.row() if known and resource is not None else slow(group)
                 if row is not None:
                     yield row
-            current, group, resource, known = event[0], [], None, True
+            current, group, resource, known = originator_id, [], None, True
         group.append(event)
         if not known:
             continue
-        topic = event[2]
-        state = orjson.loads(event[3])
-        if event[1] == 1 and topic in _CREATE:
-            resource = _CREATE[topic](_text_id(event[0]), state)
-            resource.tm_create = _time(state["timestamp"])
-        elif resource is not None and topic in _APPLY:
-            _APPLY[topic](resource, state)
+        state = loads(stored)
+        if version == 1 and (create := creates(topic)) is not None:
+            resource = create(_text_id(originator_id), state)
+            resource.tm_create = resource.tm_last = _time(state["timestamp"])
+        elif resource is not None and (apply := applies(topic)) is not None:
+            apply(resource, state)
+            resource.tm_last = _time(state["timestamp"])
         else:
             known = False
             continue
-        resource.version = event[1]
-        resource.tm_last = _time(state["timestamp"])
+        resource.version = version
     if group:
         row = resource.row() if known and resource is not None else slow(group)
         if row is not None:

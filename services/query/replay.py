@@ -60,14 +60,18 @@ BATCH = 20_000
 BATCH_BYTES = 32 * 1024 * 1024
 # Events read from the store at a time.
 FETCH = 200
+# Bytes of memory an index of the rebuilt tables is sorted in.
+SORT_MEMORY = 256 * 1024 * 1024
 # Bytes of a SQLite store read through a memory map (SQLite's own upper bound).
 MMAP = 0x7FFF0000
 
 
-def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredRow]:
+def _events_by_aggregate(
+    app: OutdialApplication, stop: int, counted: Callable[[int], Any] | None = None
+) -> Iterator[StoredRow]:
     """Every stored event up to position `stop` as (originator_id, version, topic,
     state), aggregate by aggregate, each aggregate's in version order (the events
-    table's primary key)."""
+    table's primary key); `counted` is told how many at a time."""
     recorder: Any = app.recorder
     dialect = app.store.dialect
     events = dialect.table(recorder.events_table_name)
@@ -87,6 +91,8 @@ def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredR
             connection.execute(f"PRAGMA mmap_size = {MMAP}")
             c = connection.execute(statement, params)
             while rows := c.fetchmany(FETCH):
+                if counted is not None:
+                    counted(len(rows))
                 yield from rows
         finally:
             connection.close()
@@ -107,8 +113,13 @@ def _events_by_aggregate(app: OutdialApplication, stop: int) -> Iterator[StoredR
         c.copy(query) as copy,
     ):
         copy.set_types(["uuid", "int8", "text", "bytea"])
-        for r in copy.rows():
+        n = 0
+        for n, r in enumerate(copy.rows(), start=1):
+            if counted is not None and n % FETCH == 0:
+                counted(FETCH)
             yield r[0], r[1], r[2], bytes(r[3])
+        if counted is not None:
+            counted(n % FETCH)
 
 
 def _tuple_rows(cursor: Any) -> Any:
@@ -137,16 +148,8 @@ def rows_up_to(app: OutdialApplication, stop: int, bar: tqdm[Any] | None = None)
             aggregate = cast(Any, to_event(stored)).mutate(aggregate)
         return _row_of(aggregate)
 
-    def counted(events: Iterator[StoredRow]) -> Iterator[StoredRow]:
-        n = 0
-        for n, event in enumerate(events, start=1):
-            if bar is not None and n % 1000 == 0:
-                bar.update(1000)
-            yield event
-        if bar is not None:
-            bar.update(n % 1000)
-
-    yield from event_rows.fold(counted(_events_by_aggregate(app, stop)), through_aggregate)
+    events = _events_by_aggregate(app, stop, None if bar is None else bar.update)
+    yield from event_rows.fold(events, through_aggregate)
 
 
 def _write_batches(
@@ -224,6 +227,9 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[tuple[_Load, _Run]
         connection = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.execute("PRAGMA busy_timeout = 30000")
+        # Pages the index sorts keep in memory: SQLite's default (2 MB) spills a
+        # million rows' index keys to temporary files.
+        connection.execute(f"PRAGMA cache_size = -{SORT_MEMORY // 1024}")
 
         @contextlib.contextmanager
         def transaction() -> Iterator[None]:
@@ -257,6 +263,9 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[tuple[_Load, _Run]
     import psycopg
 
     with psycopg.connect(postgres_conninfo(store)) as pg:
+        # The index sorts in memory (PostgreSQL's default, 64 MB, spills a million
+        # rows' index keys to disk).
+        pg.execute(f"SET maintenance_work_mem = '{SORT_MEMORY // 1024 // 1024}MB'")
 
         def copy(rows: list[Any]) -> None:
             with pg.transaction(), pg.cursor() as c:
