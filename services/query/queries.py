@@ -241,15 +241,7 @@ class Queries:
         """The outdial (the customer's, or any customer's for a trusted caller) and a
         page of its live targets, newest first, strictly after the cursor, in one
         statement: the bodies joined by the store. None: no such outdial."""
-        where, cursor_params = "outdial_id = ? AND deleted = 0", [outdial_id]
-        if after is not None:
-            tm, row_id = after
-            if row_id is None:
-                where += " AND tm_create < ?"
-                cursor_params.append(tm)
-            else:
-                where += " AND (tm_create < ? OR (tm_create = ? AND id < ?))"
-                cursor_params += [tm, tm, row_id]
+        where, cursor_params = _after_cursor("outdial_id = ? AND deleted = 0", [outdial_id], after)
         key = (customer_id is not None, where)
         statement = self._sql_joined_pages.get(key)
         if statement is None:
@@ -299,15 +291,7 @@ class Queries:
         size: int,
     ) -> Page:
         """The rows `where` holds, newest first, strictly after the cursor."""
-        params = list(params)
-        if after is not None:
-            tm, row_id = after
-            if row_id is None:
-                where += " AND tm_create < ?"
-                params.append(tm)
-            else:
-                where += " AND (tm_create < ? OR (tm_create = ? AND id < ?))"
-                params += [tm, tm, row_id]
+        where, params = _after_cursor(where, params, after)
         params.append(size + 1)
         # Text columns come as str from both drivers: the rows are used as they are.
         rows = self._all(
@@ -419,3 +403,18 @@ class Queries:
             cursor.execute(f"SELECT id, body FROM {full} ORDER BY id {self.dialect.byte_order}")
             for row in cursor.fetchall():
                 yield name, str(row[0]), str(row[1])
+
+
+def _after_cursor(where: str, params: list[Any], after: Cursor | None) -> tuple[str, list[Any]]:
+    """`where` narrowed to the rows strictly after the cursor, newest first (a cursor
+    of VoIPbin's holds the time alone), and its parameters (a new list)."""
+    params = list(params)
+    if after is not None:
+        tm, row_id = after
+        if row_id is None:
+            where += " AND tm_create < ?"
+            params.append(tm)
+        else:
+            where += " AND (tm_create < ? OR (tm_create = ? AND id < ?))"
+            params += [tm, tm, row_id]
+    return where, params
