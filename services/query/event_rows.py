@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from services.query.writes import OutdialRow, TargetRow, outdial_row
+from services.query.writes import OutdialRow, TargetRow, outdial_row, present
 from shared.shapes import NEVER, address, timestamp
 
 _dumps = orjson.dumps
@@ -155,11 +155,7 @@ class _Target:
             int(self.deleted),
             self.status,
             tm_last,
-            (d[0] is not None)
-            | (d[1] is not None) << 1
-            | (d[2] is not None) << 2
-            | (d[3] is not None) << 3
-            | (d[4] is not None) << 4,
+            present(d),
             c[0],
             c[1],
             c[2],

@@ -64,6 +64,19 @@ def outdial_row(outdial: Outdial, shape: dict[str, Any] | None = None) -> Outdia
     )
 
 
+def present(destinations: Sequence[Any]) -> int:
+    """TargetRow.present: bit i set when destination_i exists (the claim's query
+    tests the bit of the destination it dials)."""
+    d = destinations
+    return (
+        (d[0] is not None)
+        | (d[1] is not None) << 1
+        | (d[2] is not None) << 2
+        | (d[3] is not None) << 3
+        | (d[4] is not None) << 4
+    )
+
+
 def target_row(target: OutdialTarget, shape: dict[str, Any] | None = None) -> TargetRow:
     """`shape`: the target already rendered by `shapes.target` (else rendered here)."""
     shape = shape or shapes.target(target)
@@ -76,7 +89,7 @@ def target_row(target: OutdialTarget, shape: dict[str, Any] | None = None) -> Ta
         int(target.deleted),
         target.status,
         shape["tm_update"],
-        sum(1 << i for i, d in enumerate(target.destinations) if d is not None),
+        present(target.destinations),
         counts[0],
         counts[1],
         counts[2],
