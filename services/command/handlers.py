@@ -112,11 +112,6 @@ class Incoming:
         its keys in another order, other spacing or unknown keys is the same."""
         return receipts.command_digest(self.command.model_dump_json().encode())
 
-    def is_command_of(self, receipt: Receipt) -> bool:
-        if receipt.command is None:  # a receipt of a store older still: not kept
-            return True
-        return receipt.command in (self.command_digest(), self.body_digest)
-
 
 C = TypeVar("C")
 Handler = Callable[[Any, UnitOfWork], Outcome]
@@ -290,7 +285,9 @@ def decide(incoming: Incoming, uow: UnitOfWork) -> Decision:
     if key is not None:
         receipt = uow.receipt(key)
         if receipt is not None:
-            if not incoming.is_command_of(receipt):
+            # None: a receipt of a store older still, which kept no digest.
+            known = (None, digest, incoming.body_digest)
+            if receipt.command not in known:
                 return Decision(
                     Reply.refused(
                         ErrorCode.IDEMPOTENCY_KEY_REUSED,
