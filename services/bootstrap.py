@@ -266,7 +266,7 @@ def relay(rt: Runtime) -> Component:
 
     async def start() -> None:
         nonlocal event_relay
-        channel = await (await rt.connection()).channel(publisher_confirms=True)
+        channel = await (await rt.connection()).channel(publisher_confirms=False)
         event_relay = EventRelay(rt.app, channel)
         await event_relay.declare()
         rt.watch_other_processes()

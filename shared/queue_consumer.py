@@ -209,7 +209,8 @@ class Acks:
     def __init__(self) -> None:
         self._outstanding: dict[int, tuple[AbstractIncomingMessage, bool]] = {}
         self._flushing = False
-        self._sending: set[asyncio.Task[None]] = set()
+        self._due: AbstractIncomingMessage | None = None  # the newest ack not yet sent
+        self._sender: asyncio.Task[None] | None = None
 
     def delivered(self, message: AbstractIncomingMessage) -> None:
         if self._outstanding:
@@ -246,22 +247,27 @@ class Acks:
             del self._outstanding[tag]
             last = message
         if last is not None:
-            task = asyncio.ensure_future(self._ack(last))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._due = last
+            if self._sender is None or self._sender.done():
+                self._sender = asyncio.ensure_future(self._send())
 
     async def drain(self) -> None:
         """Send what is due (before the channel closes)."""
         await asyncio.sleep(0)  # the flush scheduled by the last `done`
-        while self._sending:
-            await asyncio.gather(*list(self._sending), return_exceptions=True)
+        while self._sender is not None and not self._sender.done():
+            await asyncio.gather(self._sender, return_exceptions=True)
 
-    @staticmethod
-    async def _ack(message: AbstractIncomingMessage) -> None:
-        try:
-            await message.ack(multiple=True)
-        except Exception:  # the channel is gone: the broker redelivers, receipts answer
-            log.warning("could not ack", exc_info=True)
+    async def _send(self) -> None:
+        """One ack in flight at a time, the newest due: each acks every earlier one,
+        and two sent at once can reach the socket out of order (aiormq's bounded
+        write queue lets a later writer pass one waiting for room), which the broker
+        answers by closing the channel ("unknown delivery tag")."""
+        while self._due is not None:
+            message, self._due = self._due, None
+            try:
+                await message.ack(multiple=True)
+            except Exception:  # the channel is gone: the broker redelivers, receipts answer
+                log.warning("could not ack", exc_info=True)
 
 
 class QueueConsumer:
@@ -354,8 +360,12 @@ class QueueConsumer:
         if settle is None or settle is Settle.ACK:
             self._acks.done(message)
             return
-        self._acks.forget(message)
-        if settle is Settle.REQUEUE:
-            await message.nack(requeue=True)
-        else:
-            await message.reject(requeue=False)
+        # Sent before the message stops holding back later acks: an ack of a later
+        # delivery (multiple) reaching the broker first would settle this one too.
+        try:
+            if settle is Settle.REQUEUE:
+                await message.nack(requeue=True)
+            else:
+                await message.reject(requeue=False)
+        finally:
+            self._acks.forget(message)

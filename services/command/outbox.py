@@ -13,7 +13,7 @@ Each row is one message to publish: its exchange, routing key, `message_id`
 event it is, so equal on every publication) and body. Rows are keyed by the
 event's position and a sequence number within it, and are written under the
 lock that orders the events, so their key order is the log's order. The relay
-publishes them in that order and deletes what the broker has confirmed.
+publishes them in that order and deletes what the broker has taken.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def page(
 
 
 def delete_through(cursor: Any, dialect: Dialect, position: int) -> None:
-    """Forget the rows of events up to `position`: published and confirmed."""
+    """Forget the rows of events up to `position`: published, and taken by the broker."""
     cursor.execute(
         dialect.sql(f"DELETE FROM {dialect.table(OUTBOX)} WHERE position <= ?"), (position,)
     )

@@ -2,8 +2,9 @@
 
 The outbox is written in the commands' own transactions (`outbox`), so a stored
 event has its messages there even if the process dies right after the commit.
-The relay reads the next page of them, publishes each with a broker confirm,
-and only then, in one transaction, records the last position published (the
+The relay reads the next page of them, publishes them in one AMQP transaction
+(the broker takes the whole page or none of it), and only then, in one
+database transaction, records the last position published (the
 "relay" position) and deletes what it published (every half second, or when
 the outbox is empty). A crash in between publishes those messages again:
 delivery is at least once, each message with a `message_id` that never
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aiormq import spec
 
@@ -46,15 +48,17 @@ RECORD_MESSAGES = 2000
 
 class EventRelay:
     def __init__(self, app: OutdialApplication, channel: AbstractChannel, *, page_size: int = 500):
-        """`channel`: a channel with publisher confirms, of the process's connection."""
+        """`channel`: a channel of the process's connection, without publisher
+        confirms (the relay makes it transactional; the broker refuses both)."""
         self.app = app
         self.channel = channel
+        self._transactional: object = None  # the aiormq channel put in tx mode
         self.page_size = page_size
         self.dialect = app.store.dialect
         self._exchanges: dict[str, AbstractExchange] = {}
         # One thread, so one reading connection (the store's readers are per thread).
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="outdial-relay")
-        self._published: int | None = None  # confirmed by the broker, maybe not recorded
+        self._published: int | None = None  # taken by the broker, maybe not recorded
         self._recorded = 0
         self._unrecorded = 0
         self._recorded_at = time.monotonic()
@@ -108,37 +112,44 @@ class EventRelay:
             if self._unrecorded:
                 await self._record_published()
             return 0
-        # Started in log order on one channel, so the broker receives them in order;
-        # awaited together, so the page costs one round of confirms, not one each.
-        # aiormq's publish, not aio-pika's: every event costs one, and aio-pika's
-        # Message and Exchange add a third to it. Not mandatory: an event no queue is
-        # bound for is not an error (publish/subscribe).
-        channel = await raw_channel(self.channel)
-        confirms = await asyncio.gather(
-            *(
-                channel.basic_publish(
-                    row.body,
-                    exchange=row.exchange,
-                    routing_key=row.routing_key,
-                    properties=spec.Basic.Properties(
-                        content_type=JSON,
-                        delivery_mode=2,
-                        message_id=row.message_id,
-                        message_type=row.routing_key,
-                    ),
-                )
-                for row in rows
+        # One AMQP transaction per page, not a confirm per message: a confirm costs
+        # the broker an ack frame and this process a frame to read and a future to
+        # settle for every event (measured: 130-220 us of CPU a message against 60 in
+        # a transaction). Commit-Ok means the broker took every message of the page;
+        # a connection lost before it discards them all, and the page goes again.
+        # Published in log order on one channel, so received in order. Not
+        # mandatory: an event no queue is bound for is not an error (pub/sub).
+        channel = await self._channel()
+        for row in rows:
+            await channel.basic_publish(
+                row.body,
+                exchange=row.exchange,
+                routing_key=row.routing_key,
+                properties=spec.Basic.Properties(
+                    content_type=JSON,
+                    delivery_mode=2,
+                    message_id=row.message_id,
+                    message_type=row.routing_key,
+                ),
+                wait=False,  # the commit below is what is awaited
             )
-        )
-        for confirm in confirms:
-            if not isinstance(confirm, spec.Basic.Ack):
-                raise RuntimeError(f"the broker did not take an event: {confirm}")
+        await channel.tx_commit()
         self._published = rows[-1].position
         self._unrecorded += len(rows)
         due = time.monotonic() - self._recorded_at >= RECORD_SECONDS
         if due or self._unrecorded >= RECORD_MESSAGES:
             await self._record_published()
         return len(rows)
+
+    async def _channel(self) -> aiormq.Channel:
+        """aiormq's channel under the robust one, in tx mode (again after a reconnect,
+        which opens a new channel)."""
+        channel = await raw_channel(self.channel)
+        assert isinstance(channel, aiormq.Channel)  # whose publish can skip the drain
+        if channel is not self._transactional:
+            await channel.tx_select()
+            self._transactional = channel
+        return channel
 
     async def _record_published(self) -> None:
         assert self._published is not None

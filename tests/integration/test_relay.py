@@ -130,7 +130,7 @@ async def test_the_relay_resumes_without_gaps_and_republishes_with_equal_message
     customer = str(uuid.uuid4())
     async with Subscriber() as events, running_stack(store_url, tmp_path, ["command"]) as stack:
         connection = await aio_pika.connect_robust(AMQP_URL)
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await connection.channel(publisher_confirms=False)
 
         async def relay_all(relay: EventRelay | None = None) -> None:
             relay = relay or EventRelay(stack.rt.app, channel, page_size=4)
