@@ -25,6 +25,9 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aiormq import spec
+from aiormq.abc import ChannelFrame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 
 from services.command import outbox
 from services.command.application import OutdialApplication
@@ -44,6 +47,28 @@ RELAY = "relay"
 # load. A crash in between publishes those messages again, with equal ids.
 RECORD_SECONDS = 0.5
 RECORD_MESSAGES = 2000
+
+
+def publish_frames(rows: list[outbox.OutboxRow], max_content_size: int) -> list[Any]:
+    """The AMQP frames publishing `rows`: method, header, body in pieces of at most
+    `max_content_size` (the broker's frame size). Not mandatory: an event no queue
+    is bound for is not an error (publish/subscribe)."""
+    frames: list[Any] = []
+    for row in rows:
+        body = row.body
+        frames.append(spec.Basic.Publish(exchange=row.exchange, routing_key=row.routing_key))
+        properties = spec.Basic.Properties(
+            content_type=JSON,
+            delivery_mode=2,
+            message_id=row.message_id,
+            message_type=row.routing_key,
+        )
+        frames.append(ContentHeader(properties=properties, body_size=len(body)))
+        frames.extend(
+            ContentBody(body[i : i + max_content_size])
+            for i in range(0, len(body), max_content_size)
+        )
+    return frames
 
 
 class EventRelay:
@@ -114,25 +139,18 @@ class EventRelay:
             return 0
         # One AMQP transaction per page, not a confirm per message: a confirm costs
         # the broker an ack frame and this process a frame to read and a future to
-        # settle for every event (measured: 130-220 us of CPU a message against 60 in
-        # a transaction). Commit-Ok means the broker took every message of the page;
-        # a connection lost before it discards them all, and the page goes again.
-        # Published in log order on one channel, so received in order. Not
-        # mandatory: an event no queue is bound for is not an error (pub/sub).
+        # settle for every event. Commit-Ok means the broker took every message of
+        # the page; a connection lost before it discards them all, and the page goes
+        # again. Published in log order on one channel, so received in order.
         channel = await self._channel()
-        for row in rows:
-            await channel.basic_publish(
-                row.body,
-                exchange=row.exchange,
-                routing_key=row.routing_key,
-                properties=spec.Basic.Properties(
-                    content_type=JSON,
-                    delivery_mode=2,
-                    message_id=row.message_id,
-                    message_type=row.routing_key,
-                ),
-                wait=False,  # the commit below is what is awaited
-            )
+        if channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+        # The page's frames in one write, behind which the commit is queued: aiormq's
+        # `basic_publish` writes (and wakes the loop) once per message, and checks and
+        # counts what only confirms need. Measured here: 27-30 us of CPU a message
+        # this way, 60-73 with `basic_publish` in a transaction, 130-220 with confirms.
+        frames = publish_frames(rows, channel.max_content_size)
+        await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames))
         await channel.tx_commit()
         self._published = rows[-1].position
         self._unrecorded += len(rows)
@@ -145,7 +163,7 @@ class EventRelay:
         """aiormq's channel under the robust one, in tx mode (again after a reconnect,
         which opens a new channel)."""
         channel = await raw_channel(self.channel)
-        assert isinstance(channel, aiormq.Channel)  # whose publish can skip the drain
+        assert isinstance(channel, aiormq.Channel)  # whose write queue the page goes to
         if channel is not self._transactional:
             await channel.tx_select()
             self._transactional = channel

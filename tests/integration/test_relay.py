@@ -164,3 +164,38 @@ async def test_the_relay_resumes_without_gaps_and_republishes_with_equal_message
     assert positions == sorted(set(positions))
     assert [m.message_id for m in again] == [m.message_id for m in second]
     assert [m.body for m in again] == [m.body for m in second]
+
+
+async def test_an_event_larger_than_a_frame_arrives_whole(
+    store_url: str, tmp_path: Path, bus: OutdialClient
+) -> None:
+    """65,536 four-byte characters of `data`: a body of over 256 KiB, in more than
+    one body frame (RabbitMQ's frame_max is 128 KiB), beside small ones."""
+    customer = str(uuid.uuid4())
+    data = "\U0001f600" * 65_536
+    async with Subscriber() as events, running_stack(store_url, tmp_path):
+        created = await bus.send(
+            {
+                "customer_id": customer,
+                "type": "CreateOutdial",
+                "name": "n",
+                "detail": "",
+                "data": data,
+            }
+        )
+        assert created["status_code"] == 200, created
+        updated = await bus.send(
+            {
+                "customer_id": customer,
+                "type": "UpdateOutdial",
+                "outdial_id": created["data"]["id"],
+                "name": "n2",
+                "detail": "",
+            }
+        )
+        assert updated["status_code"] == 200, updated
+        taken = await events.take(2)
+    assert len(taken[0].body) > 256 * 1024
+    first, second = (orjson.loads(m.body) for m in taken)
+    assert first["data"]["data"] == data
+    assert (second["data"]["name"], second["data"]["data"]) == ("n2", data)
