@@ -9,6 +9,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.utils import Environment
 
+from services.command.transcoder import OrjsonTranscoder
 from services.store import Store, parse_store_url, prepare_store, schema_lock
 
 
@@ -24,6 +25,11 @@ class OutdialApplication(Application[UUID]):
     @classmethod
     def from_url(cls, database_url: str) -> OutdialApplication:
         return cls(parse_store_url(database_url))
+
+    def construct_transcoder(self) -> OrjsonTranscoder:
+        transcoder = OrjsonTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Only the service configures the store: eventsourcing's own environment

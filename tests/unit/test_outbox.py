@@ -72,6 +72,13 @@ def test_message_ids_are_stable_and_distinct() -> None:
     again = [m.message_id for e in events for m in messages(outdial, e)]
     assert first == again  # equal on every publication, in every process
     assert len(set(first)) == len(first) == 9
+    # As every earlier version derived them: a re-published event keeps its id.
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "urn:outdial:event")
+    assert first == [
+        str(uuid.uuid5(namespace, f"{e.originator_id}/{e.originator_version}{suffix}"))  # type: ignore[attr-defined]
+        for e in events
+        for suffix in ("", "/platform-event", "/platform-webhook")
+    ]
 
 
 def test_the_nil_customer_gets_no_webhook() -> None:
