@@ -20,6 +20,7 @@ from enum import Enum
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -158,10 +159,16 @@ class Replies:
         assert self._channel is not None, "start() first"
         # aiormq's publish, not aio-pika's: a reply is one of the few things each
         # command costs, and aio-pika's Message and Exchange add a third to it.
-        await (await raw_channel(self._channel)).basic_publish(
+        # Queued, not awaited until written (wait=False): the connection's write
+        # queue is first in, first out, so the command's ack, queued after, still
+        # reaches the broker after its reply.
+        channel = await raw_channel(self._channel)
+        assert isinstance(channel, aiormq.Channel)
+        await channel.basic_publish(
             body,
             routing_key=reply_to,
             properties=spec.Basic.Properties(content_type=JSON, correlation_id=correlation_id),
+            wait=False,
         )
 
     async def _send_isolated(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
