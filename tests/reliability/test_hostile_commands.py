@@ -74,6 +74,13 @@ BATCH = 25
 # Resident memory the consumer may grow by over a run (generous: it is a bound on
 # leaks, not a measurement of need).
 RSS_SLACK_KIB = 100 * 1024
+# The stream's first quarter is its warm-up: its first few hundred messages raise the
+# consumer's resident memory once, by 45-120 MiB (measured: flat from the 500th to the
+# 6,000th message at --reliability-scale 3), and the bound above was sometimes just
+# crossed there. After it, the stream must not grow with its length: a leak of a
+# few KiB a message shows over the other three quarters.
+STREAM_WARM_UP_KIB = 160 * 1024
+STREAM_GROWTH_KIB = 25 * 1024
 
 
 def dumps(value: Any) -> bytes:
@@ -644,6 +651,8 @@ def test_hostile_messages_are_answered_and_serving_goes_on(
             # measured apart from the stream's, which must not grow with its length.
             publish(heavy_messages(pool))
             rss_heavy, _ = rss_kib(process.pid)
+            stream_start = len(sent)
+            rss_warm: int | None = None
 
             @settings(
                 max_examples=math.ceil(total / BATCH),
@@ -660,7 +669,10 @@ def test_hostile_messages_are_answered_and_serving_goes_on(
             )
             @given(st.lists(message(pool), min_size=BATCH, max_size=BATCH).map(Batch))
             def answered_as_their_kind(batch: list[tuple[str, bytes, dict[str, Any]]]) -> None:
+                nonlocal rss_warm
                 publish(batch)
+                if rss_warm is None and len(sent) - stream_start >= total // 4:
+                    rss_warm, _ = rss_kib(process.pid)
 
             answered_as_their_kind()
 
@@ -722,11 +734,14 @@ def test_hostile_messages_are_answered_and_serving_goes_on(
     # Valid commands that found their resources were applied, not only refused.
     assert int(outcomes["200"]) > kinds["valid"] // 10, outcomes
     assert rss_heavy - rss_before < RSS_SLACK_KIB, (rss_before, rss_heavy)
-    assert rss_after - rss_heavy < RSS_SLACK_KIB, (rss_heavy, rss_after)
+    assert rss_warm is not None
+    assert rss_warm - rss_heavy < STREAM_WARM_UP_KIB, (rss_heavy, rss_warm)
+    assert rss_after - rss_warm < STREAM_GROWTH_KIB, (rss_warm, rss_after)
     print(
         f"\nhostile ({store_url.split(':')[0]}): {len(sent)} messages {dict(kinds)}, "
         f"outcomes {dict(outcomes)}, {len(junk_ids)} dead-lettered, "
         f"RSS {rss_before // 1024} MiB, after the big ones {rss_heavy // 1024} MiB, "
+        f"after a quarter of the stream {rss_warm // 1024} MiB, "
         f"at the end {rss_after // 1024} MiB (peak {rss_peak // 1024} MiB), "
         f"{time.monotonic() - started:.1f} s"
     )
