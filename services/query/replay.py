@@ -161,21 +161,20 @@ def _write_batches(
     makes all of it durable); on PostgreSQL, COPY. With `indexes`, then make the
     tables' secondary indexes (made without them: one sort each, not an entry put
     in place per row), each in a transaction of its own."""
-    with _loader(app, suffix) as (load, run), _beside(load) as put:
-        batch: list[Any] = []
-        size = 0
-        for row in rows:
-            batch.append(row)
-            size += len(row.body)
-            if len(batch) >= BATCH or size >= BATCH_BYTES:
+    with _loader(app, suffix) as (load, run):
+        with _beside(load) as put:
+            batch: list[Any] = []
+            size = 0
+            for row in rows:
+                batch.append(row)
+                size += len(row.body)
+                if len(batch) >= BATCH or size >= BATCH_BYTES:
+                    put(batch)
+                    batch, size = [], 0
+            if batch:
                 put(batch)
-                batch, size = [], 0
-        if batch:
-            put(batch)
-    if indexes:
-        with _loader(app, suffix) as (_, run):
-            for statement in schema.index_statements(app.store.dialect, suffix):
-                run(statement)
+        for statement in schema.index_statements(app.store.dialect, suffix) if indexes else []:
+            run(statement)
 
 
 @contextlib.contextmanager

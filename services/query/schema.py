@@ -73,7 +73,7 @@ def table(dialect: Dialect, name: str, suffix: str = LIVE) -> str:
 def create(cursor: Any, dialect: Dialect, suffix: str = LIVE, *, indexes: bool = True) -> None:
     """Create the set of tables named by `suffix`, where missing; with their
     indexes unless `indexes` is false (a rebuild loads its rows first and then
-    makes the indexes, `create_indexes`: one sort each instead of an index
+    makes the indexes, `index_statements`: one sort each instead of an index
     entry put in place row by row)."""
     for name, columns in _COLUMNS.items():
         if table_exists(cursor, dialect, name + suffix):
@@ -83,17 +83,10 @@ def create(cursor: Any, dialect: Dialect, suffix: str = LIVE, *, indexes: bool =
             cursor.execute(statement)
 
 
-def create_indexes(cursor: Any, dialect: Dialect, suffix: str) -> None:
-    """The secondary indexes of the set `suffix`, made by `create(..., indexes=False)`
-    without them (the primary keys come with the tables)."""
-    for statement in index_statements(dialect, suffix):
-        cursor.execute(statement)
-
-
 def index_statements(dialect: Dialect, suffix: str) -> list[str]:
-    """The statements that make the secondary indexes of the set `suffix`, each on
-    its own (a rebuild on SQLite runs each in a transaction of its own: writers
-    wait for one index at a time)."""
+    """The statements that make the secondary indexes of the set `suffix` (the
+    primary keys come with the tables), each on its own (a rebuild on SQLite runs
+    each in a transaction of its own: writers wait for one index at a time)."""
     return [s for name in _COLUMNS for s in _index_statements(dialect, name, suffix)]
 
 
