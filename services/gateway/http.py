@@ -390,17 +390,16 @@ def make_app(services: Services) -> web.Application:
     # The methods of one path together (one resource: a wrong method is 405 with
     # `Allow`), in the table's order; the paths the dialers poll first (aiohttp tries
     # the resources under `/v1.0/outdials` one by one, a regular expression each).
-    served = [op for op in OPERATIONS if op.http is not None]
+    served = [(op, op.http) for op in OPERATIONS if op.http is not None]
     paths = sorted(
-        dict.fromkeys(op.http.path for op in served if op.http is not None),
+        dict.fromkeys(http.path for _, http in served),
         key=lambda path: HOT_PATHS.index(path) if path in HOT_PATHS else len(HOT_PATHS),
     )
-    for op in sorted(served, key=lambda op: paths.index(op.http.path if op.http else "")):
-        assert op.http is not None
-        if op.http.method == "GET":
-            r.add_get(aiohttp_path(op.http.path), route_handler(op))  # and HEAD
+    for op, http in sorted(served, key=lambda served: paths.index(served[1].path)):
+        if http.method == "GET":
+            r.add_get(aiohttp_path(http.path), route_handler(op))  # and HEAD
         else:
-            r.add_route(op.http.method, aiohttp_path(op.http.path), route_handler(op))
+            r.add_route(http.method, aiohttp_path(http.path), route_handler(op))
     from services.gateway import progress  # it builds on this module
 
     r.add_get("/", progress.page)
