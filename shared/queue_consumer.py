@@ -28,9 +28,10 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aiormq import spec
 from aiormq.abc import AbstractChannel as AbstractAiormqChannel
+from aiormq.abc import ChannelFrame
 
+from shared import amqp_frames
 from shared.bus import JSON
 
 log = logging.getLogger("outdial.bus")
@@ -157,19 +158,22 @@ class Replies:
                 await self._send_isolated(reply_to, correlation_id, body)
             return
         assert self._channel is not None, "start() first"
-        # aiormq's publish, not aio-pika's: a reply is one of the few things each
-        # command costs, and aio-pika's Message and Exchange add a third to it.
-        # Queued, not awaited until written (wait=False): the connection's write
-        # queue is first in, first out, so the command's ack, queued after, still
-        # reaches the broker after its reply.
+        # Frames made here and queued on aiormq's channel, not aio-pika's publish: a
+        # reply is one of the few things each command costs, and aio-pika's Message
+        # and Exchange add a third to it, pamqp's marshalling as much again.
+        # Queued, not awaited until written: the connection's write queue is first
+        # in, first out, so the command's ack, queued after, still reaches the
+        # broker after its reply.
         channel = await raw_channel(self._channel)
         assert isinstance(channel, aiormq.Channel)
-        await channel.basic_publish(
-            body,
-            routing_key=reply_to,
-            properties=spec.Basic.Properties(content_type=JSON, correlation_id=correlation_id),
-            wait=False,
+        if channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+        frames: list[bytes] = []
+        flags, properties = amqp_frames.reply_properties(correlation_id)
+        amqp_frames.publish(
+            frames, channel.number, "", reply_to, flags, properties, body, channel.max_content_size
         )
+        await channel.write_queue.put(ChannelFrame(payload=b"".join(frames), should_close=False))
 
     async def _send_isolated(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
         if self._isolated is None:

@@ -1,9 +1,10 @@
-"""The relay's hand-made publish frames are the bytes pamqp makes of the same publish.
+"""The hand-made publish frames (shared.amqp_frames) are the bytes pamqp makes of
+the same publish.
 
 pamqp (aiormq's own marshalling, what `channel.basic_publish` would send) is the
-reference; the relay's frames must not differ from it by a byte, whatever the
-routing key, message id, body size (split into frames of the broker's size) or
-channel.
+reference; the relay's events and the replies must not differ from it by a byte,
+whatever the routing key, message id, correlation id, body size (split into
+frames of the broker's size) or channel.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pamqp.frame import unmarshal
 from pamqp.header import ContentHeader
 
 from services.command.outbox import OutboxRow
-from services.command.publish_frames import publish_frames
+from shared import amqp_frames
 from shared.bus import JSON
 
 
@@ -37,6 +38,18 @@ def pamqp_frames(channel: int, rows: list[OutboxRow], max_content_size: int) -> 
             for i in range(0, len(body), max_content_size)
         )
     return ChannelFrame.marshall(channel, frames).payload  # type: ignore[arg-type]
+
+
+def publish_frames(channel: int, rows: list[OutboxRow], max_content_size: int) -> bytes:
+    """As the relay publishes a page."""
+    out: list[bytes] = []
+    for r in rows:
+        properties = amqp_frames.event_properties(r.message_id, r.routing_key)
+        flags = amqp_frames.EVENT_FLAGS
+        amqp_frames.publish(
+            out, channel, r.exchange, r.routing_key, flags, properties, r.body, max_content_size
+        )
+    return b"".join(out)
 
 
 def row(
@@ -91,3 +104,21 @@ def test_frames_read_back_as_the_rows() -> None:
 def test_a_routing_key_too_long_is_refused() -> None:
     with pytest.raises(ValueError, match="short string"):
         publish_frames(1, [row(1, "k" * 256, b"{}")], 4096)
+
+
+@pytest.mark.parametrize("correlation_id", ["c-1", "", None, "\u00e9" * 100])
+@pytest.mark.parametrize("body", [b'{"status_code":200}', b"", b"y" * 10000])
+def test_a_reply_is_what_pamqp_makes_of_it(correlation_id: str | None, body: bytes) -> None:
+    reply_to = "amq.rabbitmq.reply-to.g1h2AA5yZXBseUByYWJiaXQAAA"
+    out: list[bytes] = []
+    flags, properties = amqp_frames.reply_properties(correlation_id)
+    amqp_frames.publish(out, 2, "", reply_to, flags, properties, body, 4096)
+    frames: list[object] = [
+        spec.Basic.Publish(exchange="", routing_key=reply_to),
+        ContentHeader(
+            properties=spec.Basic.Properties(content_type=JSON, correlation_id=correlation_id),
+            body_size=len(body),
+        ),
+        *(ContentBody(body[i : i + 4096]) for i in range(0, len(body), 4096)),
+    ]
+    assert b"".join(out) == ChannelFrame.marshall(2, frames).payload  # type: ignore[arg-type]
