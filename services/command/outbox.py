@@ -143,21 +143,12 @@ def platform_messages(event: Any, key: str, outdial: dict[str, Any]) -> list[Out
     return messages
 
 
-def _columns(dialect: Dialect) -> list[tuple[str, str]]:
-    return [
-        ("position", "BIGINT"),
-        ("seq", "INTEGER"),
-        ("exchange", "TEXT"),
-        ("routing_key", "TEXT"),
-        ("message_id", "TEXT"),
-        ("body", "BLOB" if dialect.kind == "sqlite" else "BYTEA"),
-    ]
-
-
 def create_table(cursor: Any, dialect: Dialect) -> None:
-    columns = ", ".join(f"{name} {kind} NOT NULL" for name, kind in _columns(dialect))
+    blob = "BLOB" if dialect.kind == "sqlite" else "BYTEA"
     cursor.execute(
-        f"CREATE TABLE IF NOT EXISTS {dialect.table(OUTBOX)} ({columns}, "
+        f"CREATE TABLE IF NOT EXISTS {dialect.table(OUTBOX)} ("
+        "position BIGINT NOT NULL, seq INTEGER NOT NULL, exchange TEXT NOT NULL, "
+        f"routing_key TEXT NOT NULL, message_id TEXT NOT NULL, body {blob} NOT NULL, "
         "PRIMARY KEY (position, seq))"
     )
 
@@ -171,7 +162,15 @@ def insert(
         for position, of_event in messages
         for seq, m in enumerate(of_event)
     ]
-    dialect.insert_many(cursor, dialect.table(OUTBOX), _columns(dialect), rows)
+    if rows:
+        cursor.executemany(
+            dialect.sql(
+                f"INSERT INTO {dialect.table(OUTBOX)} "
+                "(position, seq, exchange, routing_key, message_id, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)"
+            ),
+            rows,
+        )
 
 
 # A page of the outbox holds at most this many bytes of bodies (and at least one

@@ -33,16 +33,6 @@ RECEIPTS = "outdial_receipts"
 MAX_KEPT_REPLY = 1024 * 1024
 
 
-_COLUMNS = [
-    ("key", "TEXT"),
-    ("command", "TEXT"),
-    ("status_code", "INTEGER"),
-    ("position", "BIGINT"),
-    ("body", "TEXT"),
-    ("created_ids", "TEXT"),
-]
-
-
 def create_table(cursor: Any, dialect: Dialect) -> None:
     cursor.execute(
         f"CREATE TABLE IF NOT EXISTS {dialect.table(RECEIPTS)} ("
@@ -112,5 +102,14 @@ def insert(cursor: Any, dialect: Dialect, receipts: Iterable[Receipt], *, replac
         )
         for r in receipts
     ]
-    conflict = "ON CONFLICT (key) DO NOTHING" if replace else ""
-    dialect.insert_many(cursor, dialect.table(RECEIPTS), _COLUMNS, rows, conflict)
+    if not rows:
+        return
+    conflict = " ON CONFLICT (key) DO NOTHING" if replace else ""
+    cursor.executemany(
+        dialect.sql(
+            f"INSERT INTO {dialect.table(RECEIPTS)} "
+            "(key, command, status_code, position, body, created_ids) "
+            f"VALUES (?, ?, ?, ?, ?, ?){conflict}"
+        ),
+        rows,
+    )

@@ -60,12 +60,6 @@ _COLUMNS = {
 }
 
 
-def column_types(name: str) -> dict[str, str]:
-    """Each column of a read-model table and its SQL type (for PostgreSQL's arrays of
-    `Dialect.insert_many`)."""
-    return {part.split()[0]: part.split()[1] for part in _COLUMNS[name].split(", ")}
-
-
 def filter_text(text: str) -> str:
     """How a text column that lists filter on holds its text: as its JSON string,
     equal when the texts are, and free of NUL (PostgreSQL's text takes none)."""

@@ -14,15 +14,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from services.command.domain import Outdial, OutdialTarget
-from services.query.schema import (
-    LIVE,
-    OUTDIALS,
-    READ_MODEL,
-    TARGETS,
-    column_types,
-    filter_text,
-    table,
-)
+from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, filter_text, table
 from services.store import Dialect, write_position
 from shared import shapes
 
@@ -107,17 +99,14 @@ def target_row(target: OutdialTarget, shape: dict[str, Any] | None = None) -> Ta
     )
 
 
-def _upsert(name: str, columns: Sequence[str]) -> tuple[list[tuple[str, str]], str]:
-    """The columns of a row of table `name`, with their types, and the clause that
-    writes over the row of the same id."""
-    types = column_types(name)
+def _upsert(dialect: Dialect, name: str, columns: Sequence[str], suffix: str) -> str:
+    marks = ", ".join("?" * len(columns))
     keep = ("id", "customer_id", "outdial_id", "tm_create")
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keep)
-    return [(c, types[c]) for c in columns], f"ON CONFLICT (id) DO UPDATE SET {updates}"
-
-
-_OUTDIAL_UPSERT = _upsert(OUTDIALS, OutdialRow._fields)
-_TARGET_UPSERT = _upsert(TARGETS, TargetRow._fields)
+    return dialect.sql(
+        f"INSERT INTO {table(dialect, name, suffix)} ({', '.join(columns)}) VALUES ({marks}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates}"
+    )
 
 
 def write_rows(
@@ -128,11 +117,11 @@ def write_rows(
     suffix: str = LIVE,
 ) -> None:
     """Insert or overwrite rows of the `suffix` set of tables."""
-    for name, rows, (columns, conflict) in (
-        (OUTDIALS, list(outdials), _OUTDIAL_UPSERT),
-        (TARGETS, list(targets), _TARGET_UPSERT),
-    ):
-        dialect.insert_many(cursor, table(dialect, name, suffix), columns, rows, conflict)
+    outdials, targets = list(outdials), list(targets)
+    if outdials:
+        cursor.executemany(_upsert(dialect, OUTDIALS, OutdialRow._fields, suffix), outdials)
+    if targets:
+        cursor.executemany(_upsert(dialect, TARGETS, TargetRow._fields, suffix), targets)
 
 
 class ReadModelWriter:
