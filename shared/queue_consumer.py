@@ -70,6 +70,15 @@ async def raw_channel(channel: AbstractChannel) -> AbstractAiormqChannel:
     return await channel.get_underlay_channel()
 
 
+async def write_frames(channel: aiormq.Channel, frames: list[bytes]) -> None:
+    """Queue frames made by `shared.amqp_frames` on aiormq's channel, in one write.
+    Not awaited until written: the connection's write queue is first in, first out,
+    so what is queued after (an ack, a `tx.commit`) reaches the broker after them."""
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    await channel.write_queue.put(ChannelFrame(payload=b"".join(frames), should_close=False))
+
+
 def reply_to_node(reply_to: str) -> bytes | None:
     """The broker node a direct reply-to name points at (the node atom of the Erlang
     pid encoded in it), or None if the name is not one RabbitMQ makes."""
@@ -160,20 +169,16 @@ class Replies:
         assert self._channel is not None, "start() first"
         # Frames made here and queued on aiormq's channel, not aio-pika's publish: a
         # reply is one of the few things each command costs, and aio-pika's Message
-        # and Exchange add a third to it, pamqp's marshalling as much again.
-        # Queued, not awaited until written: the connection's write queue is first
-        # in, first out, so the command's ack, queued after, still reaches the
-        # broker after its reply.
+        # and Exchange add a third to it, pamqp's marshalling as much again. The
+        # command's ack, queued after, still reaches the broker after its reply.
         channel = await raw_channel(self._channel)
         assert isinstance(channel, aiormq.Channel)
-        if channel.is_closed:
-            raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
         frames: list[bytes] = []
         flags, properties = amqp_frames.reply_properties(correlation_id)
         amqp_frames.publish(
             frames, channel.number, "", reply_to, flags, properties, body, channel.max_content_size
         )
-        await channel.write_queue.put(ChannelFrame(payload=b"".join(frames), should_close=False))
+        await write_frames(channel, frames)
 
     async def _send_isolated(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
         if self._isolated is None:
