@@ -311,6 +311,8 @@ class Backend:
         """One statement's read, where `read` runs reads."""
         if self.queries.local:
             return self.queries.run(read)
+        if self.reads is not None:
+            return await self.reads.fetch(read)
         return await self.read(self.queries.run, read)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:

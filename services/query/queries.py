@@ -58,6 +58,9 @@ class Read(NamedTuple, Generic[T]):
     sql: str
     params: Sequence[Any]
     convert: Callable[[Any], T]
+    # PostgreSQL, a read by key: the statement that makes the same read for many
+    # keys at once (`Queries.run_many`), else None.
+    many: str | None = None
 
 
 class JoinedPage(NamedTuple):
@@ -157,15 +160,36 @@ class Queries:
         self.readers = readers or ThreadReaders(store)
         self._outdials = table(self.dialect, OUTDIALS, suffix)
         self._targets = table(self.dialect, TARGETS, suffix)
-        sql = self.dialect.sql
         o, t = self._outdials, self._targets
-        self._sql_outdial = sql(f"SELECT body, deleted FROM {o} WHERE id = ? AND customer_id = ?")
-        self._sql_outdial_by_id = sql(f"SELECT body, deleted, customer_id FROM {o} WHERE id = ?")
-        self._sql_target = sql(
-            f"SELECT body FROM {t} WHERE id = ? AND outdial_id = ? AND customer_id = ?"
-        )
-        self._sql_target_by_id = sql(f"SELECT body, customer_id, outdial_id FROM {t} WHERE id = ?")
+        self._sql_outdial = self._by_key(o, ("body", "deleted"), ("id", "customer_id"))
+        self._sql_outdial_by_id = self._by_key(o, ("body", "deleted", "customer_id"), ("id",))
+        self._sql_target = self._by_key(t, ("body",), ("id", "outdial_id", "customer_id"))
+        self._sql_target_by_id = self._by_key(t, ("body", "customer_id", "outdial_id"), ("id",))
         self._sql_joined_pages: dict[tuple[bool, str], str] = {}
+
+    def _by_key(
+        self, table: str, columns: Sequence[str], keys: Sequence[str]
+    ) -> tuple[str, str | None]:
+        """The statement that reads `columns` of the row of one key; and, on
+        PostgreSQL, the one that reads them for many keys, each key's row after the
+        key's number (1, 2, ...): one round trip and one statement of the server's
+        for a batch of reads instead of one each (a fifth of the CPU on both sides,
+        measured at 32 reads a batch). LATERAL: an index lookup per key, whatever
+        the planner guesses of the arrays' lengths."""
+        selected = ", ".join(columns)
+        one = self.dialect.sql(
+            f"SELECT {selected} FROM {table} WHERE " + " AND ".join(f"{k} = ?" for k in keys)
+        )
+        if self.dialect.kind != "postgres":
+            return one, None
+        arrays = ", ".join("%s::text[]" for _ in keys)
+        match = " AND ".join(f"{k} = k.{k}" for k in keys)
+        many = (
+            f"SELECT k.i, {', '.join('r.' + c for c in columns)} FROM unnest({arrays}) "
+            f"WITH ORDINALITY AS k({', '.join(keys)}, i) "
+            f"CROSS JOIN LATERAL (SELECT {selected} FROM {table} WHERE {match}) r"
+        )
+        return one, many
 
     def _cursor(self) -> contextlib.AbstractContextManager[Any]:
         return self.readers.cursor()
@@ -181,9 +205,29 @@ class Queries:
 
         return self.readers.read(every)
 
+    @staticmethod
+    def _read(
+        statements: tuple[str, str | None], params: Sequence[Any], convert: Callable[[Any], T]
+    ) -> Read[T]:
+        one, many = statements
+        return Read(one, params, convert, many)
+
     def run(self, read: Read[T]) -> T:
         """A read on this thread's connection."""
         return read.convert(self.readers.one(read.sql, read.params))
+
+    def run_many(self, reads: Sequence[Read[Any]]) -> list[Any]:
+        """Reads of one kind (one `many` statement) in one statement: each one's
+        result, in order, as `run` would give it."""
+        many = reads[0].many
+        assert many is not None and all(r.many == many for r in reads)
+        arrays = [list(values) for values in zip(*(r.params for r in reads), strict=True)]
+
+        def all_rows(c: Any) -> list[Any]:
+            return list(c.execute(many, arrays).fetchall())
+
+        found = {row[0]: row[1:] for row in self.readers.read(all_rows)}
+        return [read.convert(found.get(i)) for i, read in enumerate(reads, 1)]
 
     def close(self) -> None:
         self.readers.close()
@@ -200,7 +244,7 @@ class Queries:
         return self.run(self.outdial_read(customer_id, outdial_id))
 
     def outdial_read(self, customer_id: str, outdial_id: str) -> Read[tuple[str, bool] | None]:
-        return Read(self._sql_outdial, (outdial_id, customer_id), _body_and_deleted)
+        return self._read(self._sql_outdial, (outdial_id, customer_id), _body_and_deleted)
 
     def outdial_by_id(self, outdial_id: str) -> FoundOutdial | None:
         """Any customer's outdial, deleted or not. For trusted callers only (the
@@ -208,21 +252,21 @@ class Queries:
         return self.run(self.outdial_by_id_read(outdial_id))
 
     def outdial_by_id_read(self, outdial_id: str) -> Read[FoundOutdial | None]:
-        return Read(self._sql_outdial_by_id, (outdial_id,), _found_outdial)
+        return self._read(self._sql_outdial_by_id, (outdial_id,), _found_outdial)
 
     def target(self, customer_id: str, outdial_id: str, target_id: str) -> str | None:
         """The body of the customer's target of that outdial, deleted or not."""
         return self.run(self.target_read(customer_id, outdial_id, target_id))
 
     def target_read(self, customer_id: str, outdial_id: str, target_id: str) -> Read[str | None]:
-        return Read(self._sql_target, (target_id, outdial_id, customer_id), _first_text)
+        return self._read(self._sql_target, (target_id, outdial_id, customer_id), _first_text)
 
     def target_by_id(self, target_id: str) -> FoundTarget | None:
         """Any customer's target, deleted or not. For trusted callers only."""
         return self.run(self.target_by_id_read(target_id))
 
     def target_by_id_read(self, target_id: str) -> Read[FoundTarget | None]:
-        return Read(self._sql_target_by_id, (target_id,), _found_target)
+        return self._read(self._sql_target_by_id, (target_id,), _found_target)
 
     # ---- lists -------------------------------------------------------------
     def outdials_page(self, filters: OutdialFilters, after: Cursor | None, size: int) -> Page:
