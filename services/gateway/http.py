@@ -362,11 +362,11 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def open_reads(app: web.Application) -> None:
-    """PostgreSQL: the reads on the reader threads from now on (until then, and
-    after the API stops, on the executor's: the envelope listener starts before
-    it and stops after it)."""
+    """The reads that do not run on the event loop go to the reader threads from
+    now on (until then, and after the API stops, to the executor's: the envelope
+    listener starts before it and stops after it)."""
     services = app[SERVICES]
-    if not services.queries.local and services.backend.reads is None:
+    if services.backend.reads is None:
         services.backend.reads = ReadThreads(services.queries)
 
 

@@ -308,12 +308,16 @@ class Backend:
     reads: ReadThreads | None = None
 
     async def fetch(self, read: Read[T]) -> T:
-        """One statement's read, where `read` runs reads."""
-        if self.queries.local:
+        """One statement's read: on the event loop where it is cheap (SQLite's reads
+        by key), else on the reader threads (with the reads of its kind waiting
+        with it) or, before they start, the executor's."""
+        if self.queries.local and read.inline:
             return self.queries.run(read)
         if self.reads is not None:
             return await self.reads.fetch(read)
-        return await self.read(self.queries.run, read)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.queries.run, read
+        )
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a read of the read model: inline where it cannot block for long (a
