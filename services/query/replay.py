@@ -282,11 +282,6 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[tuple[_Load, _Run]
         yield copy, execute
 
 
-def _write(app: OutdialApplication, dialect: Dialect, rows: list[Any], suffix: str) -> None:
-    with write_transaction(app.recorder) as c:
-        _write_rows(c, dialect, rows, suffix)
-
-
 def _write_rows(c: Any, dialect: Dialect, rows: Iterable[Any], suffix: str) -> None:
     rows = list(rows)
     write_rows(
