@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from services.query.async_reads import ReadThreads
+from services.query.queries import Read
 
 
 class FakeReaders:
@@ -72,3 +73,75 @@ async def test_closed_threads_close_their_connections() -> None:
             break
         await asyncio.sleep(0.05)
     assert sorted(queries.readers.closed) == ["outdial-reads-0", "outdial-reads-1"]
+
+
+class CountingQueries(FakeQueries):
+    """Answers a read with its params; records the statements it was asked to run."""
+
+    def __init__(self, *, many_fails: bool = False) -> None:
+        super().__init__()
+        self.statements: list[tuple[str, int]] = []
+        self.many_fails = many_fails
+
+    def run(self, read: Read[Any]) -> Any:
+        self.statements.append((read.sql, 1))
+        if "bad" in read.params:
+            raise ValueError("refused")
+        return read.convert(read.params)
+
+    def run_many(self, reads: list[Read[Any]]) -> list[Any]:
+        self.statements.append((str(reads[0].many), len(reads)))
+        if self.many_fails and any("bad" in r.params for r in reads):
+            raise ValueError("refused")
+        return [read.convert(read.params) for read in reads]
+
+
+def by_key(kind: str, key: str) -> Read[Any]:
+    return Read(f"one {kind}", (key,), tuple, f"many {kind}")
+
+
+def page(n: int) -> Read[Any]:
+    return Read("page", (n,), tuple, None, inline=False)
+
+
+async def test_a_batch_reads_equal_reads_once_and_each_kind_in_one_statement() -> None:
+    queries: Any = CountingQueries()
+    threads = ReadThreads(queries, threads=0)  # `_run` called here, no thread takes it
+    loop = asyncio.get_running_loop()
+    work = [
+        by_key("outdial", "a"),
+        by_key("target", "x"),
+        by_key("outdial", "b"),
+        page(1),
+        by_key("outdial", "a"),
+        page(1),
+        page(2),
+        by_key("target", "y"),
+        by_key("other", "z"),
+    ]
+    batch = [(w, loop.create_future()) for w in work]
+    batch.append((lambda: "called", loop.create_future()))
+    done = {id(f): (r, e) for f, r, e in threads._run(batch)}
+    assert [done[id(f)] for _, f in batch] == [
+        *((w.params, None) for w in work),
+        ("called", None),
+    ]
+    assert sorted(queries.statements) == [
+        ("many outdial", 2),  # a and b; the second a shares the first's answer
+        ("many target", 2),
+        ("one other", 1),  # alone of its kind: its own statement
+        ("page", 1),
+        ("page", 1),  # page 1 once for both, page 2
+    ]
+
+
+async def test_a_read_that_fails_its_kind_statement_fails_alone() -> None:
+    queries: Any = CountingQueries(many_fails=True)
+    threads = ReadThreads(queries, threads=0)
+    loop = asyncio.get_running_loop()
+    batch = [(by_key("target", k), loop.create_future()) for k in ("x", "bad", "y")]
+    done = {id(f): (r, e) for f, r, e in threads._run(batch)}
+    outcomes = [done[id(f)] for _, f in batch]
+    assert outcomes[0] == (("x",), None) and outcomes[2] == (("y",), None)
+    assert outcomes[1][0] is None and isinstance(outcomes[1][1], ValueError)
+    assert ("many target", 3) in queries.statements
