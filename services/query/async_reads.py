@@ -1,9 +1,10 @@
-"""The read model's reads on PostgreSQL for the event loop: reader threads that take
-the reads waiting, a batch at a time, run them on the thread's own connection
-(`services.store.ThreadReaders`: autocommit, reconnected and the read run once
-more when the connection was broken), and hand the batch's results back to the
-event loop in one call. The batch's reads by key of one kind (an outdial, a
-target) go to the server as one statement (`Queries.run_many`): under load, one
+"""The read model's reads that do not run on the event loop (PostgreSQL's, and
+SQLite's pages): reader threads that take the reads waiting, a batch at a time,
+run them on the thread's own connection (`services.store.ThreadReaders`:
+autocommit, reconnected and the read run once more when the connection was
+broken), and hand the batch's results back to the event loop in one call. Equal
+reads of a batch are made once, and its reads by key of one kind (outdials,
+targets) go to the server as one statement (`Queries.run_many`): under load, one
 round trip for many requests.
 
 Measured on 2 cores (a primary-key SELECT at concurrency 32): an executor's hop
@@ -104,7 +105,7 @@ class ReadThreads:
             if not isinstance(work, Read):
                 done.append((future, *_attempt(work)))
                 continue
-            key = (work.sql, *work.params)
+            key = _key(work, future)
             if key in waiting:
                 waiting[key].append(future)
             else:
@@ -128,6 +129,17 @@ class ReadThreads:
             result, error = outcomes[key]
             done += [(future, result, error) for future in futures]
         return done
+
+
+def _key(read: Read[Any], future: asyncio.Future[Any]) -> tuple[Any, ...]:
+    """Equal for equal reads; a read whose parameters cannot be compared so is read
+    alone (a thread that raised here would leave every read of its batch waiting)."""
+    key = (read.sql, *read.params)
+    try:
+        hash(key)
+    except TypeError:
+        return (future,)
+    return key
 
 
 def _attempt(fn: Callable[..., Any], *args: Any) -> tuple[Any, Exception | None]:

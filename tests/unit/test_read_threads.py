@@ -118,6 +118,8 @@ async def test_a_batch_reads_equal_reads_once_and_each_kind_in_one_statement() -
         page(2),
         by_key("target", "y"),
         by_key("other", "z"),
+        Read("odd", ([1],), tuple),  # parameters that cannot be hashed: read alone
+        Read("odd", ([1],), tuple),
     ]
     batch = [(w, loop.create_future()) for w in work]
     batch.append((lambda: "called", loop.create_future()))
@@ -129,6 +131,8 @@ async def test_a_batch_reads_equal_reads_once_and_each_kind_in_one_statement() -
     assert sorted(queries.statements) == [
         ("many outdial", 2),  # a and b; the second a shares the first's answer
         ("many target", 2),
+        ("odd", 1),
+        ("odd", 1),
         ("one other", 1),  # alone of its kind: its own statement
         ("page", 1),
         ("page", 1),  # page 1 once for both, page 2
