@@ -5,26 +5,15 @@ kind waiting together as one statement, and equal reads as one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
-
-import pytest
 
 from services.bootstrap import Runtime
 from services.command.domain import Outdial, OutdialTarget
 from services.query.async_reads import ReadThreads
 from services.query.queries import Read
-from shared.config import Settings
 
 TEL = [{"type": "tel", "target": "+821100000001"}, None, None, None, None]
-
-
-@pytest.fixture
-def runtime(store_url: str) -> Iterator[Runtime]:
-    rt = Runtime(Settings(database_url=store_url))
-    yield rt
-    rt.app.close()
 
 
 def every_kind_of_read(rt: Runtime) -> list[Read[Any]]:

@@ -8,24 +8,13 @@ being the i-th event's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import uuid4
-
-import pytest
 
 from services.bootstrap import Runtime
 from services.command.domain import Outdial, OutdialTarget
 from services.store import read_transaction
-from shared.config import Settings
 
 TARGETS = 250  # more than a page of anything
-
-
-@pytest.fixture
-def runtime(store_url: str) -> Iterator[Runtime]:
-    rt = Runtime(Settings(database_url=store_url))
-    yield rt
-    rt.app.close()
 
 
 def test_each_event_at_its_own_position_in_order(runtime: Runtime) -> None:
