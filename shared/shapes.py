@@ -15,32 +15,30 @@ field order, `null` destinations and the timestamp formats cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 NEVER = "9999-01-01 00:00:00.000000"
 
 
+# A moment's fields, for %-formatting: several times faster than strftime, and
+# replay renders four timestamps for every target.
+_FIELDS = attrgetter("year", "month", "day", "hour", "minute", "second", "microsecond")
+
+
+def _utc_fields(moment: datetime) -> tuple[int, ...]:
+    offset = moment.utcoffset()
+    return _FIELDS(moment.astimezone(UTC) if offset else moment)
+
+
 def timestamp(moment: datetime | None) -> str:
     """`YYYY-MM-DD HH:MM:SS.ffffff` in UTC; None means never."""
     if moment is None:
         return NEVER
-    offset = moment.utcoffset()
-    if offset:
-        moment = moment.astimezone(UTC)
-    # %-formatting: several times faster than strftime, and replay renders
-    # four timestamps for every target.
-    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031
-        moment.year,
-        moment.month,
-        moment.day,
-        moment.hour,
-        moment.minute,
-        moment.second,
-        moment.microsecond,
-    )
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % _utc_fields(moment)  # noqa: UP031
 
 
 def rfc3339(moment: datetime | None) -> str | None:
@@ -48,18 +46,7 @@ def rfc3339(moment: datetime | None) -> str | None:
     (`2026-11-27T11:08:56.914735Z`, what Go's decoder reads); None (`null`) for never."""
     if moment is None:
         return None
-    offset = moment.utcoffset()
-    if offset:
-        moment = moment.astimezone(UTC)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
-        moment.year,
-        moment.month,
-        moment.day,
-        moment.hour,
-        moment.minute,
-        moment.second,
-        moment.microsecond,
-    )
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % _utc_fields(moment)  # noqa: UP031
 
 
 def parse_timestamp(text: str) -> datetime | None:
@@ -149,9 +136,22 @@ def outdial(o: OutdialState, *, with_customer: bool = False) -> dict[str, Any]:
 
 def target(t: TargetState, *, with_customer: bool = False) -> dict[str, Any]:
     """An outdial target as in CONTRACT 1; bus replies and events add `customer_id`."""
+    shape = _target(t, address, timestamp)
+    if with_customer:
+        shape["customer_id"] = str(t.customer_id)
+    return shape
+
+
+def _target(
+    t: TargetState,
+    address: Callable[[dict[str, str] | None], dict[str, str] | None],
+    moment: Callable[[datetime | None], str | None],
+) -> dict[str, Any]:
+    """A target's keys in the order both families share, its destinations and times
+    in the family's own format."""
     d = t.destinations
     c = t.try_counts
-    shape: dict[str, Any] = {
+    return {
         "id": str(t.id),
         "outdial_id": str(t.outdial_id),
         "name": t.name,
@@ -168,13 +168,10 @@ def target(t: TargetState, *, with_customer: bool = False) -> dict[str, Any]:
         "try_count_2": c[2],
         "try_count_3": c[3],
         "try_count_4": c[4],
-        "tm_create": timestamp(t.tm_create),
-        "tm_update": timestamp(t.tm_update),
-        "tm_delete": timestamp(t.tm_delete),
+        "tm_create": moment(t.tm_create),
+        "tm_update": moment(t.tm_update),
+        "tm_delete": moment(t.tm_delete),
     }
-    if with_customer:
-        shape["customer_id"] = str(t.customer_id)
-    return shape
 
 
 # ---- the resource representation of a rendered tutorial shape ------------------------
@@ -284,26 +281,4 @@ def platform_target(t: TargetState) -> dict[str, Any]:
     """VoIPbin's `outdialtarget.OutdialTarget`: every key, in its order (it has no
     `customer_id`); times RFC 3339, `null` for never; a new target's `tm_update` is
     its `tm_create`, which the platform reads as "never tried"."""
-    d = t.destinations
-    c = t.try_counts
-    return {
-        "id": str(t.id),
-        "outdial_id": str(t.outdial_id),
-        "name": t.name,
-        "detail": t.detail,
-        "data": t.data,
-        "status": t.status,
-        "destination_0": platform_address(d[0]),
-        "destination_1": platform_address(d[1]),
-        "destination_2": platform_address(d[2]),
-        "destination_3": platform_address(d[3]),
-        "destination_4": platform_address(d[4]),
-        "try_count_0": c[0],
-        "try_count_1": c[1],
-        "try_count_2": c[2],
-        "try_count_3": c[3],
-        "try_count_4": c[4],
-        "tm_create": rfc3339(t.tm_create),
-        "tm_update": rfc3339(t.tm_update),
-        "tm_delete": rfc3339(t.tm_delete),
-    }
+    return _target(t, platform_address, rfc3339)
