@@ -21,6 +21,7 @@ from shared.bus import EVENT_TYPES
 from shared.commands import COMMAND_TYPES
 from shared.errors import ErrorCode
 from shared.resources import CustomerOutdial, CustomerTarget
+from tests import go_decoding
 
 SCHEMA = Path(__file__).parents[1] / "schemas" / "asyncapi-3.0.0.json"
 
@@ -97,17 +98,7 @@ def test_the_platforms_side_is_there(doc: dict[str, Any]) -> None:
         "PlatformNoRoute",
     }
     schemas = doc["components"]["schemas"]
-    assert list(schemas["PlatformOutdial"]["properties"]) == [
-        "id",
-        "customer_id",
-        "campaign_id",
-        "name",
-        "detail",
-        "data",
-        "tm_create",
-        "tm_update",
-        "tm_delete",
-    ]
+    assert list(schemas["PlatformOutdial"]["properties"]) == go_decoding.OUTDIAL_KEYS
     assert "customer_id" not in schemas["PlatformTarget"]["properties"]
     assert schemas["PlatformError"]["properties"]["status"]["$ref"].endswith("/PlatformStatus")
     event = schemas["PlatformEvent_outdial_created"]["properties"]

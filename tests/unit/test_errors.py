@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 from shared.errors import BY_CODE, ErrorCode, PlatformStatus
+from tests.go_decoding import STATUS_CODES
 
 
 def test_platform_statuses_are_voipbins_with_its_http_status_for() -> None:
     # bin-common-handler/models/errors: status.go and rpc.go's HTTPStatusFor.
-    assert {s.value: s.status_code for s in PlatformStatus} == {
-        "INVALID_ARGUMENT": 400,
-        "UNAUTHENTICATED": 401,
-        "PAYMENT_REQUIRED": 402,
-        "PERMISSION_DENIED": 403,
-        "NOT_FOUND": 404,
-        "ALREADY_EXISTS": 409,
-        "FAILED_PRECONDITION": 409,
-        "RESOURCE_EXHAUSTED": 429,
-        "UNAVAILABLE": 503,
-        "INTERNAL": 500,
-    }
+    assert {s.value: s.status_code for s in PlatformStatus} == STATUS_CODES
 
 
 def test_every_code_means_something_everywhere() -> None:
