@@ -8,6 +8,7 @@ resource's last state: written over on each change.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -99,7 +100,8 @@ def target_row(target: OutdialTarget, shape: dict[str, Any] | None = None) -> Ta
     )
 
 
-def _upsert(dialect: Dialect, name: str, columns: Sequence[str], suffix: str) -> str:
+@functools.cache  # a few statements in all; made once, not on every commit
+def _upsert(dialect: Dialect, name: str, columns: tuple[str, ...], suffix: str) -> str:
     marks = ", ".join("?" * len(columns))
     keep = ("id", "customer_id", "outdial_id", "tm_create")
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keep)
