@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     jwt_secret: str | None = None
-    # Where the embedded default keeps its files (the SQLite store, the JWT secret).
+    # Where the JWT secret file is kept (the default SQLite store is
+    # OUTDIAL_DATABASE_URL's, ./var/outdial.sqlite3, whatever this says).
     var_dir: Path = Path("./var")
     # Unacknowledged commands the broker may hand one consumer at a time.
     prefetch: int = 64

@@ -60,12 +60,18 @@ def _isolate() -> None:
     vhost = f"outdial-test-{RUN}"
     if shutil.which("rabbitmqctl"):
         user = urlsplit(_Isolation.base_amqp).username or "guest"
-        _rabbitmqctl("add_vhost", vhost)
-        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-        _Isolation.vhost = vhost
-        os.environ["OUTDIAL_AMQP_URL"] = _with_path(
-            _Isolation.base_amqp, "/" + quote(vhost, safe="")
-        )
+        try:
+            _rabbitmqctl("add_vhost", vhost)
+            _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            # The broker is stopped: the unit tests need none, and the others
+            # say so when they cannot connect.
+            pass
+        else:
+            _Isolation.vhost = vhost
+            os.environ["OUTDIAL_AMQP_URL"] = _with_path(
+                _Isolation.base_amqp, "/" + quote(vhost, safe="")
+            )
     database = f"outdial_test_{RUN}"
     with (
         contextlib.suppress(Exception),
