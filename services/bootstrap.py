@@ -40,6 +40,7 @@ from services.query.positions import PositionBoard, follow_by_polling, listen
 from services.query.queries import Queries
 from services.query.writes import ReadModelWriter
 from services.store import (
+    SQLiteInlineRecorder,
     Store,
     StoreURLError,
     describe_store_error,
@@ -95,6 +96,10 @@ class Runtime:
         try:
             app = OutdialApplication(self.store)
             upgrade.prepare(app)
+            if isinstance(app.recorder, SQLiteInlineRecorder):
+                problem = app.recorder.unwritable()
+                if problem is not None:
+                    raise SettingError("OUTDIAL_DATABASE_URL", problem)
         except Exception as e:
             cause = describe_store_error(e, self.settings.database_url)
             if cause is None:

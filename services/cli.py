@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as e:
         error = e.errors(include_url=False)[0]
         setting = "OUTDIAL_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
-        return _failed(f"{setting}: {error['msg']}", e, debug)
+        cause = str(error["msg"]).removeprefix("Value error, ")  # a validator's own words
+        return _failed(f"{setting}: {cause}", e, debug)
     except SettingError as e:
         return _failed(str(e), e, debug, status=2 if args.command == "import" else 1)
 

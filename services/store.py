@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import sqlite3
 import stat
 import threading
@@ -52,6 +54,10 @@ class StoreURLError(ValueError):
     pass
 
 
+# A PostgreSQL schema's name as the store's statements can hold it unquoted.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
 def describe_store_error(error: BaseException, url: str) -> str | None:
     """What went wrong reaching the store at `url`, in one line, if it is the kind of
     thing a setting causes (a bad URL, a server not listening, a folder that cannot
@@ -59,7 +65,13 @@ def describe_store_error(error: BaseException, url: str) -> str | None:
     if isinstance(error, StoreURLError):
         return str(error)
     parts = urlsplit(url)
-    where = parts.path[1:] if parts.scheme == "sqlite" else f"{parts.hostname}:{parts.port or 5432}"
+    if parts.scheme == "sqlite":
+        where = parts.path[1:]
+    else:
+        try:
+            where = f"{parts.hostname}:{parts.port or 5432}"
+        except ValueError:  # a port that is not a number
+            where = parts.netloc
     if isinstance(error, OSError) and error.strerror:
         return f"cannot create {error.filename or where}: {error.strerror}"
     text = " ".join(str(error).split())
@@ -132,11 +144,24 @@ def parse_store_url(url: str) -> Store:
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:
             raise StoreURLError(f"the PostgreSQL URL names no database: {url}")
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            raise StoreURLError(f"the PostgreSQL URL's port is not a number: {url}") from None
+        pool_size = query.get("pool_size", ["3"])[0]
+        if not (pool_size.isascii() and pool_size.isdigit() and 0 < int(pool_size) <= 1000):
+            raise StoreURLError(f"pool_size must be a whole number from 1 to 1000: {pool_size!r}")
+        schema = query.get("schema", [None])[0]
+        if schema is not None and not _IDENTIFIER.fullmatch(schema):
+            # Its name goes into statements as it is.
+            raise StoreURLError(
+                f"schema must be letters, digits and _ (not first a digit): {schema!r}"
+            )
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": dbname,
             "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_PORT": str(port),
             "POSTGRES_USER": unquote(parts.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
             "POSTGRES_CONNECT_TIMEOUT": "5",
@@ -151,12 +176,12 @@ def parse_store_url(url: str) -> Store:
             # shrinks them, and the pool hands connections out in turn, so every
             # connection it ever opens ends up holding the biggest write and the
             # biggest page read for the life of the process.
-            "POSTGRES_POOL_SIZE": query.get("pool_size", ["3"])[0],
+            "POSTGRES_POOL_SIZE": pool_size,
             "POSTGRES_MAX_OVERFLOW": "0",
             "APPLICATION_RECORDER_TOPIC": "services.store:PostgresInlineRecorder",
         }
-        if "schema" in query:
-            env["POSTGRES_SCHEMA"] = query["schema"][0]
+        if schema is not None:
+            env["POSTGRES_SCHEMA"] = schema
         return Store(kind="postgres", env=env)
     raise StoreURLError(f"must start with sqlite:/// or postgresql://, not {url!r}")
 
@@ -280,6 +305,23 @@ class SQLiteInlineRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
         self.readers = ThreadReaders(Store("sqlite", {"SQLITE_DBNAME": datastore.pool.db_name}))
+
+    def unwritable(self) -> str | None:
+        """Why the store's files cannot be written, if they cannot (a read-only
+        mount, an immutable file): SQLite opens such a file read-only without a
+        word, and reads it, and only a command's commit would fail; said at start
+        instead. None when they can."""
+        path = Path(self.datastore.pool.db_name)
+        for file in (path, path.with_name(path.name + "-wal")):
+            try:
+                os.close(os.open(file, os.O_RDWR))
+            except FileNotFoundError:
+                continue  # no WAL yet: SQLite makes it in the folder, checked below
+            except OSError as e:
+                return f"cannot write {file}: {e.strerror}"
+        if not os.access(path.parent, os.W_OK):
+            return f"cannot write in {path.parent}"
+        return None
 
     def insert_events(
         self,

@@ -12,11 +12,14 @@ import secrets
 import tempfile
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "sqlite:///./var/outdial.sqlite3"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # HS256 with a shorter key is guessable; PyJWT 2.8 even accepts an empty one.
 MIN_SECRET_BYTES = 32
 
@@ -36,14 +39,21 @@ class Settings(BaseSettings):
     amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = DEFAULT_DATABASE_URL
     http_host: str = "127.0.0.1"
-    http_port: int = 8080
+    http_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     jwt_secret: str | None = None
     # Where the JWT secret file is kept (the default SQLite store is
     # OUTDIAL_DATABASE_URL's, ./var/outdial.sqlite3, whatever this says).
     var_dir: Path = Path("./var")
     # Unacknowledged commands the broker may hand one consumer at a time.
-    prefetch: int = 64
+    prefetch: Annotated[int, Field(ge=1, le=65535)] = 64  # AMQP's prefetch count: 16 bits
     log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (any case), not {value!r}")
+        return value
 
     @property
     def secret_file(self) -> Path:

@@ -6,6 +6,7 @@ Each case runs the real `outdial` console script, as a user would."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import uuid
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from services.bootstrap import Runtime
+from shared.config import Settings
 from tests.conftest import postgres_url
 from tests.fixtures import AMQP_URL, SECRET
 from tests.integration.processes import OUTDIAL, free_port
@@ -129,6 +132,53 @@ def test_bad_values_of_settings(tmp_path: Path) -> None:
     assert line.startswith("outdial: OUTDIAL_HTTP_HOST: cannot listen on no.such.host.invalid"), (
         line
     )
+    # Out of range, each named: not the host's error, nor a traceback from deep inside.
+    for setting, value in [
+        ("OUTDIAL_HTTP_PORT", "99999"),
+        ("OUTDIAL_HTTP_PORT", "-1"),
+        ("OUTDIAL_PREFETCH", "-5"),
+        ("OUTDIAL_PREFETCH", "70000"),
+    ]:
+        line = one_line(outdial(tmp_path, "run", **{setting: value}))
+        assert line.startswith(f"outdial: {setting}: Input should be "), line
+    line = one_line(outdial(tmp_path, "run", OUTDIAL_LOG_LEVEL="bogus"))
+    assert line.startswith("outdial: OUTDIAL_LOG_LEVEL: must be one of DEBUG, INFO,"), line
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        (":notaport/test", "the PostgreSQL URL's port is not a number"),
+        ("/test?pool_size=abc", "pool_size must be a whole number from 1 to 1000: 'abc'"),
+        ("/test?pool_size=0", "pool_size must be a whole number from 1 to 1000: '0'"),
+        ("/test?schema=bad-name;drop", "schema must be letters, digits and _"),
+    ],
+)
+def test_a_bad_postgresql_url(tmp_path: Path, query: str, said: str) -> None:
+    url = f"postgresql://postgres@127.0.0.1{query}"
+    line = one_line(outdial(tmp_path, "command", OUTDIAL_DATABASE_URL=url))
+    assert line.startswith(f"outdial: OUTDIAL_DATABASE_URL: {said}"), line
+
+
+@pytest.mark.skipif(
+    shutil.which("chattr") is None or os.geteuid() != 0, reason="needs chattr, as root"
+)
+def test_a_store_that_cannot_be_written(tmp_path: Path) -> None:
+    """A store SQLite can only read (here immutable: a read-only mount is the same to
+    it) is said at start; SQLite itself would open it read-only without a word, and
+    every command would be requeued for ever."""
+    store = tmp_path / "var" / "outdial.sqlite3"
+    Runtime(Settings(database_url=f"sqlite:///{store}", jwt_secret=SECRET)).app  # noqa: B018
+    files = [str(f) for f in (store, store.with_name(store.name + "-wal")) if f.exists()]
+    subprocess.run(["chattr", "+i", *files], check=True)
+    try:
+        line = one_line(outdial(tmp_path, "run"))
+    finally:
+        subprocess.run(["chattr", "-i", *files], check=True)
+    assert line == f"outdial: OUTDIAL_DATABASE_URL: cannot write {store}: Operation not permitted"
+    # Once writable again, the same store is whole.
+    checked = outdial(tmp_path, "replay", "--check")
+    assert checked.returncode == 0 and "equal" in checked.stdout, checked
 
 
 def test_a_traceback_with_debug_logging(tmp_path: Path) -> None:
