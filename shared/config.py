@@ -7,8 +7,10 @@ number) fails at start with the variable's name rather than deep in a component.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
+import stat
 import tempfile
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "sqlite:///./var/outdial.sqlite3"
+log = logging.getLogger("outdial")
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # HS256 with a shorter key is guessable; PyJWT 2.8 even accepts an empty one.
 MIN_SECRET_BYTES = 32
@@ -94,7 +98,26 @@ def _stored_secret(path: Path, *, create: bool) -> str:
         secret = path.read_text().strip()
     except OSError as e:
         raise SettingError("OUTDIAL_VAR_DIR", f"cannot read {path}: {e.strerror}") from None
+    _keep_private(path)
     return _long_enough(secret, f"OUTDIAL_JWT_SECRET (kept in {path})")
+
+
+def _keep_private(path: Path) -> None:
+    """A secret file others may read (copied with `cp`, made by hand) is made 0600,
+    with a line in the log: whoever reads it can sign any customer's tokens."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            path.chmod(0o600)
+            log.warning(
+                "the JWT secret file was open to other users: made private to its owner",
+                extra={"fields": {"path": str(path), "was": oct(mode)}},
+            )
+    except OSError:  # not ours to change: it serves as it is
+        log.warning(
+            "the JWT secret file is open to other users and cannot be made private",
+            extra={"fields": {"path": str(path)}},
+        )
 
 
 def _make_secret(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The SQLite store's file is its owner's alone (CONTRACT 7; docs/reliability.md)."""
+"""The SQLite store's file and the JWT secret's are their owner's alone (CONTRACT 7;
+docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.store import parse_store_url, prepare_store
+from shared.config import Settings
 
 
 def mode(path: Path) -> int:
@@ -34,3 +36,19 @@ def test_a_store_file_an_earlier_version_left_readable_is_made_private(
     caplog.clear()
     prepare_store(store)  # already private: nothing to say
     assert "made private" not in caplog.text
+
+
+def test_a_jwt_secret_file_open_to_others_is_made_private(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = tmp_path / "jwt.secret"
+    secret.write_text("s" * 48 + "\n")
+    secret.chmod(0o644)
+    settings = Settings(var_dir=tmp_path, jwt_secret=None)
+    assert settings.existing_secret() == "s" * 48
+    assert mode(secret) == 0o600
+    assert "the JWT secret file was open to other users" in caplog.text
+    caplog.clear()
+    # Already private: nothing to say.
+    assert Settings(var_dir=tmp_path, jwt_secret=None).secret == "s" * 48
+    assert "open to other users" not in caplog.text
