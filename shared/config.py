@@ -19,10 +19,10 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-DEFAULT_DATABASE_URL = "sqlite:///./var/outdial.sqlite3"
 log = logging.getLogger("outdial")
 
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_DATABASE_URL = "sqlite:///./var/outdial.sqlite3"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # HS256 with a shorter key is guessable; PyJWT 2.8 even accepts an empty one.
 MIN_SECRET_BYTES = 32
