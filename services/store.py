@@ -311,16 +311,15 @@ class SQLiteInlineRecorder(SQLiteApplicationRecorder):
         mount, an immutable file): SQLite opens such a file read-only without a
         word, and reads it, and only a command's commit would fail; said at start
         instead. None when they can."""
+        # access(2), never open and close: closing any descriptor of the file
+        # drops every POSIX lock this process holds on it, SQLite's included, and
+        # then another process's SQLite may think itself the last one and delete
+        # the WAL under this one.
         path = Path(self.datastore.pool.db_name)
-        for file in (path, path.with_name(path.name + "-wal")):
-            try:
-                os.close(os.open(file, os.O_RDWR))
-            except FileNotFoundError:
-                continue  # no WAL yet: SQLite makes it in the folder, checked below
-            except OSError as e:
-                return f"cannot write {file}: {e.strerror}"
-        if not os.access(path.parent, os.W_OK):
-            return f"cannot write in {path.parent}"
+        for file in (path, path.with_name(path.name + "-wal"), path.parent):
+            if file.exists() and not os.access(file, os.W_OK):
+                reason = "read-only" if file.is_dir() else "not writable"
+                return f"cannot write {file}: {reason} (a read-only mount or an immutable file?)"
         return None
 
     def insert_events(

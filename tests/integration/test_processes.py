@@ -103,6 +103,37 @@ async def test_run_serves_healthz_makes_a_secret_and_stops_on_sigterm(tmp_path: 
     assert f"http://127.0.0.1:{port}/" in out
 
 
+async def test_replays_beside_run_leave_its_store_whole(tmp_path: Path) -> None:
+    """`outdial replay --check` and `outdial replay`, processes of their own beside
+    `outdial run` on its SQLite file: the running service goes on storing and
+    answering, and nothing it answered is lost. (A check of the file at start that
+    opened and closed it dropped SQLite's locks of its process; the replay, on
+    closing, then took itself for the file's last user and removed the WAL that
+    `outdial run` was writing: its answered writes were gone.)"""
+    await purge_command_queues()
+    process = start(["run"], tmp_path, OUTDIAL_HTTP_PORT=str(free_port()))
+    customer = str(uuid.uuid4())
+    store = tmp_path / "var" / "outdial.sqlite3"
+    try:
+        await wait_for_log(process, "ready")
+        async with ReplyRecorder() as recorder:
+            outdial_id = await new_outdial(recorder, customer)
+            for i, args in enumerate((["replay", "--check"], ["replay"])):
+                done = await asyncio.to_thread(
+                    subprocess.run, [OUTDIAL, *args], cwd=tmp_path, capture_output=True, text=True
+                )
+                assert done.returncode == 0, done.stderr
+                assert store.with_name(store.name + "-wal").exists()
+                await recorder.publish(add_target(customer, outdial_id, i), message_id=f"t{i}")
+                await recorder.wait_until(2 + i, timeout=20)
+                assert recorder.replies[f"t{i}"][0]["status_code"] == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert created_targets(f"sqlite:///{store}") == 2
+
+
 async def test_sigterm_finishes_and_acks_what_is_in_flight(tmp_path: Path, store_url: str) -> None:
     """Stopped mid-burst, the consumer answers and acks every command it took:
     after a restart no command is answered twice and none is lost."""
