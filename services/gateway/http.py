@@ -110,6 +110,9 @@ class Services:
 
 SERVICES = web.AppKey("services", Services)
 CUSTOMER = web.RequestKey("customer_id", str)
+# That the request's token came in the `token` cookie: what a browser sends by
+# itself, with requests another site's page makes too (CSRF).
+BY_COOKIE = web.RequestKey("by_cookie", bool)
 
 
 # Every answer (`errors` sees each): nothing sniffed, nothing framed, nothing referred,
@@ -206,6 +209,8 @@ def authenticated(request: web.Request) -> str:
     token = request.query.get("token") if request.query_string else None
     if not token and hdrs.COOKIE in request.headers:
         token = request.cookies.get("token")
+        if token:
+            request[BY_COOKIE] = True
     if not token:
         header = request.headers.get(hdrs.AUTHORIZATION, "")
         if header[:7].lower() == "bearer ":
@@ -254,9 +259,12 @@ async def reached_min_position(request: web.Request) -> None:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_type != JSON:
-        # Only JSON: a form or text/plain is what another site's page can make a
-        # browser send with the `token` cookie (CSRF), and never a client of this API.
+    if request.content_type != JSON and request.get(BY_COOKIE, False):
+        # With the cookie, only a body declared JSON: a form or text/plain is what
+        # another site's page can make a browser send with it (CSRF), and a page
+        # cannot declare JSON without the browser asking this server first (CORS,
+        # which it does not allow). A token in the query or the header was sent by
+        # whoever holds it: its body is read whatever it is declared (not JSON: 400).
         raise Refused(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"the body must be {JSON}, not {request.content_type}",

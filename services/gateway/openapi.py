@@ -417,7 +417,8 @@ _WHY: dict[ErrorCode, str | tuple[str, str]] = {
     ErrorCode.BODY_TIMEOUT: f"the body did not arrive within {BODY_TIMEOUT_SECONDS:g} s "
     "of the head",
     ErrorCode.BODY_TOO_LARGE: f"the body is over {MAX_BODY} bytes",
-    ErrorCode.UNSUPPORTED_MEDIA_TYPE: f"the body is not `{JSON}`",
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: f"the token is in the cookie and the body is not declared "
+    f"`{JSON}` (what another site's page could make a browser send)",
     ErrorCode.INTERNAL_ERROR: "an internal failure; it is logged",
     ErrorCode.POSITION_NOT_REACHED: "the read model did not reach `X-Outdial-Min-Position` "
     f"within {MAX_WAIT_SECONDS:g} s",

@@ -234,6 +234,18 @@ async def test_bad_requests(stack: Stack) -> None:
             "POST", "/v1.0/outdials", None, data=body, headers={**sent, "Cookie": f"token={token}"}
         )
         assert (status, error["error"]["code"]) == (415, "unsupported_media_type"), content_type
+    # A token sent by its holder (query or header): the body is read whatever it is
+    # declared, and what is not JSON is CONTRACT 5's 400.
+    for content_type in ("text/plain", None):
+        sent = {"Content-Type": content_type} if content_type else {}
+        status, error, _ = await stack.call(
+            "POST", "/v1.0/outdials", token, data=b"{bad", headers=sent
+        )
+        assert (status, error["error"]["code"]) == (400, "invalid_json"), content_type
+        status, created, _ = await stack.call(
+            "POST", "/v1.0/outdials", token, data=body, headers=sent
+        )
+        assert status == 200 and created["name"] == "", (content_type, created)
     status, error, _ = await stack.call(
         "POST",
         f"{path}/targets",

@@ -1,6 +1,7 @@
 """The HTTP API's limits (CONTRACT 5) under hostile input, on the real service.
 
-Bodies over 1 MiB are 413, chunked or not; a body not declared JSON is 415;
+Bodies over 1 MiB are 413, chunked or not; a body not declared JSON
+sent with the token cookie is 415 (CSRF);
 `page_size` over 100 is capped and anything but a positive integer is 400; a
 bulk-shaped body is 400 and adds nothing; a bad UUID in a path is 400, an
 unknown route 404, a body that is not a JSON object 400: every refusal in the
@@ -132,8 +133,9 @@ async def test_bodies_that_are_not_a_json_object_are_400(stack: Stack) -> None:
             answer = await call(stack, method, path, token, body)
             assert_error(answer, 400, "invalid_json")
             assert int(answer[2]["X-Outdial-Position"]) >= 0
-        # Only a body declared JSON is read: a form or text/plain is what another
-        # site's page can make a browser send (CSRF). Refused before it is parsed.
+        # With the token cookie, only a body declared JSON is read: a form or
+        # text/plain is what another site's page can make a browser send (CSRF).
+        # Refused before it is parsed.
         valid = orjson.dumps(BODIES.get((method, template), {}))
         before = store_position(stack)
         for content_type in [
@@ -142,7 +144,14 @@ async def test_bodies_that_are_not_a_json_object_are_400(stack: Stack) -> None:
             "multipart/form-data; boundary=x",
             "application/octet-stream",
         ]:
-            answer = await call(stack, method, path, token, valid, **{"Content-Type": content_type})
+            answer = await call(
+                stack,
+                method,
+                path,
+                None,
+                valid,
+                **{"Content-Type": content_type, "Cookie": f"token={token}"},
+            )
             assert_error(answer, 415, "unsupported_media_type")
         assert store_position(stack) == before
         # An object that is not a command is the command's 400, with details.
