@@ -16,7 +16,15 @@ from uuid import UUID
 
 import orjson
 
-from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, filter_text, table
+from services.query.schema import (
+    LIVE,
+    OUTDIALS,
+    READ_MODEL,
+    TARGETS,
+    column_names,
+    filter_text,
+    table,
+)
 from services.store import Dialect, Store, ThreadReaders, read_position
 from shared import shapes
 
@@ -150,6 +158,15 @@ def _joined_page(row: Any) -> JoinedPage | None:
     last, _, beyond = full.partition(",")
     next_tm_create = beyond.partition("|")[0] if beyond else None
     return JoinedPage(bool(deleted), customer_id, joined, last, next_tm_create)
+
+
+class DumpedRow(NamedTuple):
+    """A read-model row as `replay --check` compares it."""
+
+    table: str
+    id: str
+    body: str
+    columns: dict[str, Any]
 
 
 class Queries:
@@ -445,13 +462,19 @@ class Queries:
         ]
 
     # ---- whole tables (replay --check) -------------------------------------
-    def dump(self, cursor: Any) -> Iterator[tuple[str, str, str]]:
-        """Every row of both tables as (table, id, body), in id order, read through
-        `cursor` (a snapshot's)."""
+    def dump(self, cursor: Any) -> Iterator[DumpedRow]:
+        """Every row of both tables, in id order, read through `cursor` (a
+        snapshot's): its body, and its other columns (what lists filter and claims
+        pick by) by name."""
         for name, full in ((OUTDIALS, self._outdials), (TARGETS, self._targets)):
-            cursor.execute(f"SELECT id, body FROM {full} ORDER BY id {self.dialect.byte_order}")
+            others = [c for c in column_names(name) if c not in ("id", "body")]
+            cursor.execute(
+                f"SELECT id, body, {', '.join(others)} FROM {full} "
+                f"ORDER BY id {self.dialect.byte_order}"
+            )
             for row in cursor.fetchall():
-                yield name, str(row[0]), str(row[1])
+                columns = dict(zip(others, row[2:], strict=True))
+                yield DumpedRow(name, str(row[0]), str(row[1]), columns)
 
 
 def _after_cursor(where: str, params: list[Any], after: Cursor | None) -> tuple[str, list[Any]]:

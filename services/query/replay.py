@@ -40,7 +40,7 @@ from services.command.legacy import RECEIPT_TOPIC
 from services.progress import progress
 from services.query import event_rows, schema
 from services.query.event_rows import StoredRow
-from services.query.queries import Queries
+from services.query.queries import DumpedRow, Queries
 from services.query.schema import CHECK, NEXT, READ_MODEL
 from services.query.writes import OutdialRow, TargetRow, outdial_row, target_row, write_rows
 from services.store import (
@@ -414,8 +414,8 @@ def check(app: OutdialApplication, *, out: TextIO = sys.stderr, limit: int = 50)
 
 
 def _compare(
-    live: Iterator[tuple[str, str, str]],
-    fresh: Iterator[tuple[str, str, str]],
+    live: Iterator[DumpedRow],
+    fresh: Iterator[DumpedRow],
     position: int,
     limit: int,
 ) -> Comparison:
@@ -432,8 +432,14 @@ def _compare(
         if a is None or b[:2] < a[:2]:
             comparison.differences.append(f"{b[0]} {b[1]}: missing from the live model")
         else:
-            if a[2] != b[2]:
-                comparison.differences.append(f"{a[0]} {a[1]}: live {a[2]} != rebuilt {b[2]}")
+            if a.body != b.body:
+                comparison.differences.append(f"{a[0]} {a[1]}: live {a.body} != rebuilt {b.body}")
+            elif a.columns != b.columns:
+                comparison.differences += [
+                    f"{a[0]} {a[1]}: {column}: live {value!r} != rebuilt {b.columns[column]!r}"
+                    for column, value in a.columns.items()
+                    if value != b.columns[column]
+                ]
             a = next(live, None)
         b = next(fresh, None)
     del comparison.differences[limit:]

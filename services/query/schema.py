@@ -60,6 +60,11 @@ _COLUMNS = {
 }
 
 
+def column_names(name: str) -> list[str]:
+    """The columns of a read-model table, in their order."""
+    return [definition.split()[0] for definition in _COLUMNS[name].split(", ")]
+
+
 def filter_text(text: str) -> str:
     """How a text column that lists filter on holds its text: as its JSON string,
     equal when the texts are, and free of NUL (PostgreSQL's text takes none)."""

@@ -228,6 +228,17 @@ def test_check_reports_a_corrupted_row_and_a_rebuild_mends_it(writer: Writer) ->
     assert any("missing from the live model" in d for d in comparison.differences)
     replay.rebuild(app, out=io.StringIO())
     assert replay.check(app, out=io.StringIO()).equal
+    # A column a list filters on or a claim picks by, its body unchanged, differs too.
+    with write_transaction(app.recorder) as c:
+        c.execute(f"UPDATE {outdials} SET name = '\"changed\"'")
+        first = f"(SELECT MIN(id) FROM {targets})"
+        c.execute(f"UPDATE {targets} SET try_count_3 = 7 WHERE id = {first}")
+    differences = replay.check(app, out=io.StringIO()).differences
+    assert len(differences) == 2, differences
+    assert any(": name: live '\"changed\"' != rebuilt '\"" in d for d in differences), differences
+    assert any(": try_count_3: live 7 != rebuilt " in d for d in differences), differences
+    replay.rebuild(app, out=io.StringIO())
+    assert replay.check(app, out=io.StringIO()).equal
 
 
 async def test_a_rebuild_during_reads_serves_every_read(store_url: str, tmp_path: Path) -> None:
