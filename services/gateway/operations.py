@@ -32,7 +32,6 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -280,10 +279,6 @@ def page_token(raw: str | None) -> Cursor | None:
     if match is None:
         raise Refused(ErrorCode.INVALID_PAGE_TOKEN, "page_token is not a next_page_token")
     date, time, fraction, row_id = match.groups()
-    try:
-        datetime.fromisoformat(f"{date} {time}")  # a moment that exists: not 2026-13-45
-    except ValueError:
-        raise Refused(ErrorCode.INVALID_PAGE_TOKEN, "page_token is not a next_page_token") from None
     return f"{date} {time}.{(fraction or '').ljust(6, '0')}", row_id
 
 
