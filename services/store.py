@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import sqlite3
-import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,8 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from eventsourcing.utils import retry
+
+from shared import private_files
 
 log = logging.getLogger("outdial.store")
 
@@ -556,23 +557,7 @@ def keep_private(path: Path) -> None:
     """A store file that others may read (the version before 0.1 made it 0644), and
     its -wal and -shm files, made private to its owner, with a line in the log."""
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            mode = stat.S_IMODE(file.stat().st_mode)
-            if mode & 0o077:
-                file.chmod(mode & 0o700)
-                log.warning(
-                    "the store file was open to other users: made private to its owner",
-                    extra={
-                        "fields": {"path": str(file), "was": oct(mode), "now": oct(mode & 0o700)}
-                    },
-                )
-        except FileNotFoundError:
-            continue
-        except PermissionError:  # not ours to change: it serves as it is
-            log.warning(
-                "the store file is open to other users and cannot be made private",
-                extra={"fields": {"path": str(file)}},
-            )
+        private_files.keep_private(file, "the store file")
 
 
 def prepare_store(store: Store) -> None:

@@ -7,10 +7,8 @@ number) fails at start with the variable's name rather than deep in a component.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import secrets
-import stat
 import tempfile
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-log = logging.getLogger("outdial")
+from shared.private_files import keep_private
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "sqlite:///./var/outdial.sqlite3"
@@ -98,26 +96,8 @@ def _stored_secret(path: Path, *, create: bool) -> str:
         secret = path.read_text().strip()
     except OSError as e:
         raise SettingError("OUTDIAL_VAR_DIR", f"cannot read {path}: {e.strerror}") from None
-    _keep_private(path)
+    keep_private(path, "the JWT secret file")  # whoever reads it can sign any token
     return _long_enough(secret, f"OUTDIAL_JWT_SECRET (kept in {path})")
-
-
-def _keep_private(path: Path) -> None:
-    """A secret file others may read (copied with `cp`, made by hand) is made 0600,
-    with a line in the log: whoever reads it can sign any customer's tokens."""
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            path.chmod(0o600)
-            log.warning(
-                "the JWT secret file was open to other users: made private to its owner",
-                extra={"fields": {"path": str(path), "was": oct(mode)}},
-            )
-    except OSError:  # not ours to change: it serves as it is
-        log.warning(
-            "the JWT secret file is open to other users and cannot be made private",
-            extra={"fields": {"path": str(path)}},
-        )
 
 
 def _make_secret(path: Path) -> None:
