@@ -34,7 +34,13 @@ from services.command.consumer import CommandConsumer
 from services.command.relay import RELAY, EventRelay
 from services.command.unit_of_work import UnitOfWork
 from services.gateway.envelope import EnvelopeListener
-from services.gateway.http import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, Services, make_app
+from services.gateway.http import (
+    BODY_TIMEOUT_SECONDS,
+    HEADER_TIMEOUT_SECONDS,
+    Api,
+    Services,
+    make_api,
+)
 from services.query import replay as replaying
 from services.query.positions import PositionBoard, follow_by_polling, listen
 from services.query.queries import Queries
@@ -301,7 +307,7 @@ def http_api(
     # Bound now, before any component starts: a port in use is said at once.
     sock = listening_socket(rt.settings.http_host, rt.settings.http_port)
     state: dict[str, object] = {}
-    runner: web.AppRunner | None = None
+    runner: web.ServerRunner | None = None
 
     async def start() -> None:
         nonlocal runner
@@ -332,10 +338,11 @@ def http_api(
         rt.watch_other_processes()
         envelope = EnvelopeListener(connection, await rt.replies(), services.backend)
         await envelope.start()
+        api = make_api(services)
+        api.open_reads()
+        state["api"] = api
         # aiohttp's keep-alive timer runs from the connect too: it is the header timeout.
-        runner = web.AppRunner(
-            make_app(services), access_log=None, keepalive_timeout=header_timeout
-        )
+        runner = web.ServerRunner(api.server(access_log=None, keepalive_timeout=header_timeout))
         await runner.setup()
         await web.SockSite(runner, sock).start()
         state.update(bus=bus, envelope=envelope, services=services)
@@ -346,6 +353,9 @@ def http_api(
     async def stop() -> None:
         if runner is not None:
             await runner.cleanup()
+        api = state.get("api")
+        if isinstance(api, Api):
+            api.close_reads()
         envelope = state.get("envelope")
         if isinstance(envelope, EnvelopeListener):
             await envelope.stop()

@@ -115,7 +115,7 @@ class Refused(Exception):
 # ---- what a handler answers ------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen, as Call: one per read, and a frozen one is slower to make
 class Resource:
     """An outdial or a target: its tutorial shape (CONTRACT 1), as the read model
     stores it and the HTTP API answers it, and its customer; after a write, the

@@ -26,8 +26,8 @@ import orjson
 from aiohttp import web
 
 from services.gateway.http import (
-    CUSTOMER,
-    SERVICES,
+    Handler,
+    Services,
     json_response,
     query_params,
     reached_min_position,
@@ -81,26 +81,30 @@ def commands_handled() -> int | None:
     return int(sum(counts)) if counts else None
 
 
-async def page(request: web.Request) -> web.Response:
+async def page(request: web.BaseRequest, values: dict[str, str], _: str) -> web.Response:
     response = web.Response(body=PAGE, content_type="text/html", charset="utf-8")
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return response
 
 
-async def progress(request: web.Request) -> web.Response:
-    most = list(query_params(request, MAX_TRIES).values())
-    await reached_min_position(request)
-    services = request.app[SERVICES]
-    queries = services.queries
-    outdials = await services.backend.read(queries.progress, request[CUSTOMER], most, MAX_OUTDIALS)
-    position = services.positions.position
-    head = await asyncio.to_thread(services.head) if services.head else position
-    body = {
-        "position": position,
-        "head": head,
-        "lag_events": max(head - position, 0),
-        "commands_handled": commands_handled(),
-        "max_try_counts": most,
-        "outdials": outdials,
-    }
-    return json_response(orjson.dumps(body))
+def progress(services: Services) -> Handler:
+    async def progress(
+        request: web.BaseRequest, values: dict[str, str], customer: str
+    ) -> web.Response:
+        most = list(query_params(request, MAX_TRIES).values())
+        await reached_min_position(request, services.positions)
+        queries = services.queries
+        outdials = await services.backend.read(queries.progress, customer, most, MAX_OUTDIALS)
+        position = services.positions.position
+        head = await asyncio.to_thread(services.head) if services.head else position
+        body = {
+            "position": position,
+            "head": head,
+            "lag_events": max(head - position, 0),
+            "commands_handled": commands_handled(),
+            "max_try_counts": most,
+            "outdials": outdials,
+        }
+        return json_response(orjson.dumps(body))
+
+    return progress

@@ -19,7 +19,7 @@ from services.gateway.http import (
     MAX_PAGE_SIZE,
     OPEN_PATHS,
     Services,
-    make_app,
+    make_api,
 )
 from services.gateway.openapi import Error, document, http_errors
 from services.gateway.operations import OPERATIONS, Refused
@@ -62,15 +62,13 @@ def doc() -> dict[str, Any]:
 
 def registered_routes() -> dict[tuple[str, str], str]:
     """(method, path) -> handler name of every route of the app (HEAD aside)."""
-    # Routes never run here: stand-ins are enough to build the app.
+    # Routes never run here: stand-ins are enough to build the API.
     none = cast(Any, None)
     services = Services(queries=none, bus=none, positions=none, secret="unused")
     try:
-        app = make_app(services)
         return {
-            (route.method.lower(), route.resource.canonical): getattr(route.handler, "__name__", "")
-            for route in app.router.routes()
-            if route.method != "HEAD" and route.resource is not None
+            (method.lower(), path): getattr(handler, "__name__", "")
+            for method, path, handler in make_api(services).router.routes()
         }
     finally:
         services.executor.shutdown()
