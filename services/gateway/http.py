@@ -227,7 +227,8 @@ class Router:
                 )
                 route = Route(template, re.compile(pattern))
                 same_length.append(route)
-        assert method not in route.handlers, (method, template)
+        if method in route.handlers:
+            raise ValueError(f"{method} {template} is routed twice")
         route.handlers[method] = handler
 
     def resolve(self, path: str) -> tuple[Route, dict[str, str]] | None:
