@@ -28,7 +28,7 @@ from typing import Any
 
 import jwt
 import orjson
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict, istr
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -204,7 +204,8 @@ class Router:
     not empty, whatever it holds (a malformed id reaches its handler, which answers
     400 rather than no route), with `%2F` and `%25` in it read as `/` and `%` (the
     path is matched as aiohttp's `path_safe` gives it, as aiohttp's own router does).
-    Paths without variables are looked up; the others tried in the order added."""
+    Paths without variables are looked up; the others with as many segments as the
+    path are tried in the order added."""
 
     def __init__(self) -> None:
         self._fixed: dict[str, Route] = {}
@@ -242,9 +243,7 @@ class Router:
             if match is not None:
                 values = match.groupdict()
                 if "%" in path:
-                    values = {
-                        k: v.replace("%2F", "/").replace("%25", "%") for k, v in values.items()
-                    }
+                    values = {k: _unquote_path_safe(v) for k, v in values.items()}
                 return route, values
         return None
 
@@ -399,6 +398,22 @@ async def reached_min_position(request: web.BaseRequest, positions: PositionBoar
         )
 
 
+async def continued(request: web.BaseRequest) -> None:
+    """A client that sent `Expect: 100-continue` (curl does, for a body over 1 KiB)
+    is told to send its body, once the request was found worth reading (its route,
+    token and ids checked: a refusal comes before the body is sent); an Expect of
+    anything else is 417. aiohttp's `web.Application` did this for every route; its
+    low-level server leaves it to the handler."""
+    expect = request.headers.get(hdrs.EXPECT)
+    if expect is None or request.version != HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise Refused(ErrorCode.HTTP_ERROR, f"unknown Expect: {expect}", status=417)
+    writer = request.writer
+    await writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    writer.output_size = 0  # the answer's own bytes start after it
+
+
 async def json_body(request: web.BaseRequest, timeout: float) -> dict[str, Any]:
     if request.content_type != JSON and request.get(BY_COOKIE, False):
         # With the cookie, only a body declared JSON: a form or text/plain is what
@@ -410,6 +425,7 @@ async def json_body(request: web.BaseRequest, timeout: float) -> dict[str, Any]:
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"the body must be {JSON}, not {request.content_type}",
         )
+    await continued(request)
     try:
         async with asyncio.timeout(timeout):
             raw = await request.read()

@@ -5,8 +5,9 @@ sent with the token cookie is 415 (CSRF);
 `page_size` over 100 is capped and anything but a positive integer is 400; a
 bulk-shaped body is 400 and adds nothing; a bad UUID in a path is 400, an
 unknown route 404, a body that is not a JSON object 400: every refusal in the
-service's JSON error shape. A client that sends its request head, or its body,
-one byte a second is cut off.
+service's JSON error shape. `Expect: 100-continue` is answered 100 once the
+request is worth its body, and a refusal comes before it. A client that sends
+its request head, or its body, one byte a second is cut off.
 """
 
 from __future__ import annotations
@@ -307,6 +308,47 @@ async def test_unknown_routes_are_404_and_wrong_methods_405(stack: Stack) -> Non
     answer = await call(stack, "PATCH", f"{OUTDIALS}/{outdial_id}", token, b"{}")
     assert_error(answer, 405, "method_not_allowed")
     assert set(answer[2]["Allow"].split(",")) == {"GET", "HEAD", "PUT", "DELETE"}
+
+
+async def expecting(stack: Stack, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """Send a request head that says `Expect: 100-continue`; read what the server says
+    before the body is sent, send the body if it said 100, read its answer."""
+    port = int(stack.base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        if not first.startswith(b"HTTP/1.1 100 "):
+            return first, b""
+        writer.write(body)
+        return first, await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+
+
+async def test_expect_100_continue_is_answered_once_the_request_is_worth_its_body(
+    stack: Stack,
+) -> None:
+    # curl sends `Expect: 100-continue` with any body over 1 KiB and waits a second
+    # for the 100 before sending the body anyway.
+    body = body_of_size(2048)
+
+    def head(token: str, expect: str = "100-continue") -> bytes:
+        return (
+            f"POST {OUTDIALS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Expect: {expect}\r\nConnection: close\r\n\r\n"
+        ).encode()
+
+    first, answer = await expecting(stack, head(stack.token()), body)
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    # Refused before its body: no 100, the refusal at once.
+    first, answer = await expecting(stack, head("not-a-token"), body)
+    assert first.startswith(b"HTTP/1.1 401 "), first
+    assert answer == b""
+    first, _ = await expecting(stack, head(stack.token(), "something-else"), body)
+    assert first.startswith(b"HTTP/1.1 417 "), first
 
 
 async def test_an_oversized_request_head_is_400_and_harms_nothing(stack: Stack) -> None:
