@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from services import bootstrap, importer
 from shared import tokens
+from shared.commands import plain
 from shared.config import SettingError, Settings
 from shared.logs import configure_logging
 
@@ -147,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as e:
         error = e.errors(include_url=False)[0]
         setting = "OUTDIAL_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
-        cause = str(error["msg"]).removeprefix("Value error, ")  # a validator's own words
-        return _failed(f"{setting}: {cause}", e, debug)
+        # A validator's own words, as a command's invalid fields are told.
+        return _failed(f"{setting}: {plain(str(error['msg']))}", e, debug)
     except SettingError as e:
         return _failed(str(e), e, debug, status=2 if args.command == "import" else 1)
 

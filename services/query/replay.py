@@ -425,18 +425,20 @@ def _compare(
     while a is not None or b is not None:
         if b is None or (a is not None and a[:2] < b[:2]):
             assert a is not None
-            comparison.differences.append(f"{a[0]} {a[1]}: in the live model only")
+            comparison.differences.append(f"{a.table} {a.id}: in the live model only")
             a = next(live, None)
             continue
         comparison.rows += 1
         if a is None or b[:2] < a[:2]:
-            comparison.differences.append(f"{b[0]} {b[1]}: missing from the live model")
+            comparison.differences.append(f"{b.table} {b.id}: missing from the live model")
         else:
             if a.body != b.body:
-                comparison.differences.append(f"{a[0]} {a[1]}: live {a.body} != rebuilt {b.body}")
+                comparison.differences.append(
+                    f"{a.table} {a.id}: live {a.body} != rebuilt {b.body}"
+                )
             elif a.columns != b.columns:
                 comparison.differences += [
-                    f"{a[0]} {a[1]}: {column}: live {value!r} != rebuilt {b.columns[column]!r}"
+                    f"{a.table} {a.id}: {column}: live {value!r} != rebuilt {b.columns[column]!r}"
                     for column, value in a.columns.items()
                     if value != b.columns[column]
                 ]
