@@ -44,6 +44,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from eventsourcing.utils import retry
 
+from services.wal_checkpoints import WalCheckpointer
 from shared import private_files
 
 log = logging.getLogger("outdial.store")
@@ -306,6 +307,10 @@ class SQLiteInlineRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name)
         self.readers = ThreadReaders(Store("sqlite", {"SQLITE_DBNAME": datastore.pool.db_name}))
+        self.checkpointer = WalCheckpointer(datastore.pool.db_name)
+
+    def close(self) -> None:
+        self.checkpointer.stop()
 
     def unwritable(self) -> str | None:
         """Why the store's files cannot be written, if they cannot (a read-only
@@ -330,7 +335,7 @@ class SQLiteInlineRecorder(SQLiteApplicationRecorder):
         inline: InlineWrites | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        with sqlite_write(self.datastore) as cursor:
+        with sqlite_write(self.datastore, self.checkpointer) as cursor:
             positions = self._insert_all(cursor, stored_events)
             if inline is not None:
                 inline.write(cursor, self.dialect, positions)
@@ -526,7 +531,9 @@ def _select_events(
 
 
 @contextlib.contextmanager
-def sqlite_write(datastore: SQLiteDatastore) -> Iterator[Any]:
+def sqlite_write(
+    datastore: SQLiteDatastore, checkpointer: WalCheckpointer | None = None
+) -> Iterator[Any]:
     """A write transaction on SQLite that takes the write lock first.
 
     BEGIN IMMEDIATE, not eventsourcing's plain BEGIN: a deferred transaction
@@ -534,13 +541,28 @@ def sqlite_write(datastore: SQLiteDatastore) -> Iterator[Any]:
     waiting, when another process committed in between (its snapshot is
     stale). Taking the write lock first waits for it (SQLITE_LOCK_TIMEOUT)
     and reads only what is current.
+
+    With a `checkpointer`, the log's checkpoints are its business, not the commit's.
     """
-    with datastore.get_connection(commit=True) as connection:
+    with (
+        checkpointer.writing() if checkpointer is not None else contextlib.nullcontext(),
+        datastore.get_connection(commit=True) as connection,
+    ):
         cursor = connection.cursor()
+        changes = cursor.sqlite_cursor.connection.total_changes
         try:
+            if checkpointer is not None:
+                cursor.execute("PRAGMA wal_autocheckpoint = 0")
             cursor.execute("BEGIN IMMEDIATE")
             yield cursor
             connection.commit()
+            # Only a transaction that wrote rows wants a checkpoint (one that found
+            # its tables already there wrote nothing: a read-only store's start).
+            if (
+                checkpointer is not None
+                and cursor.sqlite_cursor.connection.total_changes != changes
+            ):
+                checkpointer.committed()
         except BaseException as e:
             with contextlib.suppress(sqlite3.Error):
                 connection.rollback()
@@ -634,7 +656,7 @@ def write_transaction(recorder: Any, *, lock_writers: bool = False) -> Iterator[
     """
     datastore = recorder.datastore
     if isinstance(datastore, SQLiteDatastore):
-        with sqlite_write(datastore) as cursor:
+        with sqlite_write(datastore, getattr(recorder, "checkpointer", None)) as cursor:
             yield cursor
         return
     with (

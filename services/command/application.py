@@ -31,6 +31,12 @@ class OutdialApplication(Application[UUID]):
         self.register_transcodings(transcoder)
         return transcoder
 
+    def close(self) -> None:
+        close_recorder = getattr(self.recorder, "close", None)
+        if close_recorder is not None:
+            close_recorder()  # the SQLite recorder's checkpoint thread
+        super().close()
+
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Only the service configures the store: eventsourcing's own environment
         # variables (PERSISTENCE_MODULE, COMPRESSOR_TOPIC, ...) set by hand in the
