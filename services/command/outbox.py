@@ -25,7 +25,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import orjson
 
-from services.store import Dialect
+from services.store import Dialect, insert_rows
 from shared import platform, shapes
 from shared.bus import EVENT_EXCHANGE, JSON
 
@@ -162,15 +162,7 @@ def insert(
         for position, of_event in messages
         for seq, m in enumerate(of_event)
     ]
-    if rows:
-        cursor.executemany(
-            dialect.sql(
-                f"INSERT INTO {dialect.table(OUTBOX)} "
-                "(position, seq, exchange, routing_key, message_id, body) "
-                "VALUES (?, ?, ?, ?, ?, ?)"
-            ),
-            rows,
-        )
+    insert_rows(cursor, dialect, dialect.table(OUTBOX), OutboxRow._fields, rows)
 
 
 # A page of the outbox holds at most this many bytes of bodies (and at least one

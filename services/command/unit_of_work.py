@@ -51,7 +51,14 @@ class ReadModelRows(Protocol):
 
     def rows(self, resource: Outdial | OutdialTarget, shape: dict[str, Any]) -> Any: ...
 
-    def write(self, cursor: Any, dialect: Dialect, rows: Sequence[Any], position: int) -> None: ...
+    def write(
+        self,
+        cursor: Any,
+        dialect: Dialect,
+        created: Sequence[Any],
+        changed: Sequence[Any],
+        position: int,
+    ) -> None: ...
 
 
 def load(app: OutdialApplication, aggregate_id: UUID) -> Aggregate | None:
@@ -75,6 +82,11 @@ class Change:
     resource: Outdial | OutdialTarget
     shape: dict[str, Any]  # the tutorial's shape (CONTRACT 1)
     events: Sequence[Any]
+
+    @property
+    def created(self) -> bool:
+        """The command created the resource."""
+        return bool(self.events[0].originator_version == 1)
 
     @cached_property
     def with_customer(self) -> dict[str, Any]:
@@ -258,9 +270,21 @@ class UnitOfWork:
             if recorded.event_count:
                 recorded.position = positions[recorded.first_event + recorded.event_count - 1]
         if positions:
-            last: dict[UUID, Change] = {c.resource.id: c for c in pending.changes}
-            rows = [self.read_model.rows(c.resource, c.shape) for c in last.values()]
-            self.read_model.write(cursor, dialect, rows, positions[-1])
+            # Each resource's row as its last change left it; inserted when one of
+            # this unit's commands created it, written over otherwise.
+            created, last = set(), {}
+            for change in pending.changes:
+                last[change.resource.id] = change
+                if change.created:
+                    created.add(change.resource.id)
+            rows = [(i, self.read_model.rows(c.resource, c.shape)) for i, c in last.items()]
+            self.read_model.write(
+                cursor,
+                dialect,
+                [row for i, row in rows if i in created],
+                [row for i, row in rows if i not in created],
+                positions[-1],
+            )
             outbox.insert(cursor, dialect, zip(positions, pending.outbox, strict=True))
         receipts.insert(
             cursor,

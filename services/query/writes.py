@@ -16,7 +16,7 @@ import orjson
 
 from services.command.domain import Outdial, OutdialTarget
 from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, filter_text, table
-from services.store import Dialect, write_position
+from services.store import Dialect, insert_rows, write_position
 from shared import shapes
 
 
@@ -135,11 +135,24 @@ class ReadModelWriter:
             return target_row(resource, shape)
         return outdial_row(resource, shape)
 
-    def write(self, cursor: Any, dialect: Dialect, rows: Sequence[Any], position: int) -> None:
+    def write(
+        self,
+        cursor: Any,
+        dialect: Dialect,
+        created: Sequence[Any],
+        changed: Sequence[Any],
+        position: int,
+    ) -> None:
+        """`created`: rows of resources created in this transaction, inserted (no
+        row of theirs can exist: a row comes from its resource's events, and the
+        store refused a second creation); `changed`: rows written over."""
+        for kind, name in ((OutdialRow, OUTDIALS), (TargetRow, TARGETS)):
+            new = [r for r in created if type(r) is kind]
+            insert_rows(cursor, dialect, table(dialect, name), kind._fields, new)
         write_rows(
             cursor,
             dialect,
-            (r for r in rows if isinstance(r, OutdialRow)),
-            (r for r in rows if isinstance(r, TargetRow)),
+            (r for r in changed if isinstance(r, OutdialRow)),
+            (r for r in changed if isinstance(r, TargetRow)),
         )
         write_position(cursor, dialect, READ_MODEL, position)

@@ -4,6 +4,7 @@ with the read model the claims take their candidates from), without a broker."""
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -385,8 +386,9 @@ def parsed(customer: str, **fields: Any) -> Any:
 
 
 def test_a_group_is_stored_at_once_each_command_seeing_the_ones_before(
-    app: Harness,
+    app: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="outdial")
     c = Customer(app)
     outdial_id = str(uuid.uuid4())
     target_id = str(uuid.uuid4())
@@ -424,6 +426,13 @@ def test_a_group_is_stored_at_once_each_command_seeing_the_ones_before(
         assert handle(incoming, app.new_uow) == reply
     target = app.repository.get(uuid.UUID(target_id))
     assert (target.status, target.try_counts[0]) == ("done", 1)
+    # In one transaction (not one by one after a failure), the outdial and target
+    # created by it inserted once, as its last command left them.
+    assert "group commit failed" not in caplog.text
+    body = app.queries.target(c.id, outdial_id, target_id)
+    assert body is not None
+    assert (orjson.loads(body)["status"], orjson.loads(body)["try_count_0"]) == ("done", 1)
+    assert app.queries.outdial(c.id, outdial_id) is not None
 
 
 def test_a_group_with_a_message_twice_goes_one_by_one(app: Harness) -> None:
