@@ -272,7 +272,8 @@ class UnitOfWork:
         if positions:
             # Each resource's row as its last change left it; inserted when one of
             # this unit's commands created it, written over otherwise.
-            created, last = set(), {}
+            created: set[UUID] = set()
+            last: dict[UUID, Change] = {}
             for change in pending.changes:
                 last[change.resource.id] = change
                 if change.created:
