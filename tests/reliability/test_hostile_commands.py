@@ -698,13 +698,12 @@ def test_hostile_messages_are_answered_and_serving_goes_on(
             assert last["status_code"] == 200, last
             rss_after, rss_peak = rss_kib(process.pid)
 
-            # Every junk message (not refused unread for its size), with reply_to or
+            # Every junk message and every message refused unread for its size (of
+            # any kind: an invalid AddTargets of 1,001 long targets once passed 16 MiB,
+            # and was rightly parked while this expected only junk), with reply_to or
             # without, and nothing else, is dead-lettered.
-            junk_ids = {
-                cid
-                for cid, (kind, body, _) in sent.items()
-                if kind == "junk" and len(body) <= MAX_COMMAND_BYTES
-            }
+            too_large = {c for c, (_, body, _) in sent.items() if len(body) > MAX_COMMAND_BYTES}
+            junk_ids = {c for c, (kind, _, _) in sent.items() if kind == "junk"} | too_large
             dead = background.run(take_dead_letters(len(junk_ids)))
             dead_ids = Counter(m.correlation_id for m in dead)
             unexpected = [sent[c][:2] for c in set(dead_ids) - junk_ids]
@@ -713,11 +712,13 @@ def test_hostile_messages_are_answered_and_serving_goes_on(
             assert not missing, missing[:5]
             assert max(dead_ids.values()) == 1
             for m in dead:
-                body = sent[m.correlation_id or ""][1]
+                cid = m.correlation_id or ""
+                body = sent[cid][1]
                 assert m.body == body[:MAX_KEPT_JUNK]
                 if len(body) > MAX_KEPT_JUNK:
                     assert m.headers["x-outdial-body-bytes"] == len(body)
-                assert m.headers["x-outdial-error-type"] == "InvalidCommand"
+                error = "CommandTooLarge" if cid in too_large else "InvalidCommand"
+                assert m.headers["x-outdial-error-type"] == error
             # Exactly one reply each: none late, none twice, none to the unasked.
             asked = {cid for cid, (_, _, props) in sent.items() if props["reply"]}
             assert {c for c in replies.arrived if c.isdigit()} == asked
