@@ -21,6 +21,7 @@ this way).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -689,7 +690,7 @@ def read_transaction(recorder: Any) -> Iterator[Any]:
 
 
 def insert_rows(
-    cursor: Any, dialect: Dialect, name: str, columns: Sequence[str], rows: Sequence[Any]
+    cursor: Any, dialect: Dialect, name: str, columns: tuple[str, ...], rows: Sequence[Any]
 ) -> None:
     """Insert new rows into table `name` (its name as `dialect.table` makes it).
 
@@ -700,13 +701,20 @@ def insert_rows(
     """
     if not rows:
         return
+    statement = _insert_statement(dialect.kind, name, columns)
     if dialect.kind == "postgres":
-        with cursor.copy(f"COPY {name} ({', '.join(columns)}) FROM STDIN") as copy:
+        with cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
         return
-    marks = ", ".join("?" * len(columns))
-    cursor.executemany(f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks})", rows)
+    cursor.executemany(statement, rows)
+
+
+@functools.cache  # a few statements in all; made once, not on every commit
+def _insert_statement(kind: str, name: str, columns: tuple[str, ...]) -> str:
+    if kind == "postgres":
+        return f"COPY {name} ({', '.join(columns)}) FROM STDIN"
+    return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
 def table_exists(cursor: Any, dialect: Dialect, name: str) -> bool:

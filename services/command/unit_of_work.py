@@ -272,20 +272,13 @@ class UnitOfWork:
         if positions:
             # Each resource's row as its last change left it; inserted when one of
             # this unit's commands created it, written over otherwise.
-            created: set[UUID] = set()
-            last: dict[UUID, Change] = {}
-            for change in pending.changes:
-                last[change.resource.id] = change
-                if change.created:
-                    created.add(change.resource.id)
-            rows = [(i, self.read_model.rows(c.resource, c.shape)) for i, c in last.items()]
-            self.read_model.write(
-                cursor,
-                dialect,
-                [row for i, row in rows if i in created],
-                [row for i, row in rows if i not in created],
-                positions[-1],
-            )
+            last: dict[UUID, Change] = {c.resource.id: c for c in pending.changes}
+            created = {c.resource.id for c in pending.changes if c.created}
+            new: list[Any] = []
+            changed: list[Any] = []
+            for i, c in last.items():
+                (new if i in created else changed).append(self.read_model.rows(c.resource, c.shape))
+            self.read_model.write(cursor, dialect, new, changed, positions[-1])
             outbox.insert(cursor, dialect, zip(positions, pending.outbox, strict=True))
         receipts.insert(
             cursor,

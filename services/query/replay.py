@@ -42,9 +42,15 @@ from services.query import event_rows, schema
 from services.query.event_rows import StoredRow
 from services.query.queries import DumpedRow, Queries
 from services.query.schema import CHECK, NEXT, READ_MODEL
-from services.query.writes import OutdialRow, TargetRow, outdial_row, target_row, write_rows
+from services.query.writes import (
+    OutdialRow,
+    TargetRow,
+    insert_new_rows,
+    outdial_row,
+    overwrite_rows,
+    target_row,
+)
 from services.store import (
-    Dialect,
     head,
     postgres_conninfo,
     read_position,
@@ -218,10 +224,6 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[tuple[_Load, _Run]
     """(load rows, run a statement), each in a transaction of its own."""
     store = app.store
     dialect = store.dialect
-    tables = {
-        OutdialRow: (schema.table(dialect, schema.OUTDIALS, suffix), OutdialRow._fields),
-        TargetRow: (schema.table(dialect, schema.TARGETS, suffix), TargetRow._fields),
-    }
     if store.kind == "sqlite":
         connection = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA synchronous = NORMAL")
@@ -242,13 +244,7 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[tuple[_Load, _Run]
 
         def insert(rows: list[Any]) -> None:
             with transaction():
-                for kind, (name, fields) in tables.items():
-                    of_kind: list[Any] = [r for r in rows if type(r) is kind]
-                    if of_kind:
-                        marks = ", ".join("?" * len(fields))
-                        connection.executemany(
-                            f"INSERT INTO {name} ({', '.join(fields)}) VALUES ({marks})", of_kind
-                        )
+                insert_new_rows(connection, dialect, rows, suffix)
 
         def run(statement: str) -> None:
             with transaction():
@@ -268,29 +264,13 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[tuple[_Load, _Run]
 
         def copy(rows: list[Any]) -> None:
             with pg.transaction(), pg.cursor() as c:
-                for kind, (name, fields) in tables.items():
-                    of_kind: list[Any] = [r for r in rows if type(r) is kind]
-                    if of_kind:
-                        with c.copy(f"COPY {name} ({', '.join(fields)}) FROM STDIN") as stream:
-                            for row in of_kind:
-                                stream.write_row(row)
+                insert_new_rows(c, dialect, rows, suffix)
 
         def execute(statement: str) -> None:
             with pg.transaction():
                 pg.execute(statement)
 
         yield copy, execute
-
-
-def _write_rows(c: Any, dialect: Dialect, rows: Iterable[Any], suffix: str) -> None:
-    rows = list(rows)
-    write_rows(
-        c,
-        dialect,
-        (r for r in rows if isinstance(r, OutdialRow)),
-        (r for r in rows if isinstance(r, TargetRow)),
-        suffix,
-    )
 
 
 def _changed_since(cursor: Any, app: OutdialApplication, start: int) -> tuple[int, list[Any]]:
@@ -367,7 +347,7 @@ def rebuild(app: OutdialApplication, *, out: TextIO = sys.stderr, quiet: bool = 
         # Writers wait from here to the commit: what they stored since `stop` is
         # brought over, and nothing more can arrive before the swap.
         now, rows = _changed_since(c, app, stop)
-        _write_rows(c, dialect, rows, NEXT)
+        overwrite_rows(c, dialect, rows, NEXT)
         schema.swap_in(c, dialect, NEXT)
         write_position(c, dialect, READ_MODEL, now)
     if not quiet:

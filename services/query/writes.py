@@ -126,6 +126,26 @@ def write_rows(
         cursor.executemany(_upsert(dialect, TARGETS, TargetRow._fields, suffix), targets)
 
 
+def insert_new_rows(cursor: Any, dialect: Dialect, rows: Sequence[Any], suffix: str = LIVE) -> None:
+    """Insert rows of either kind where none of theirs can be: a created resource's, a
+    rebuild's into its empty tables (`store.insert_rows`: COPY on PostgreSQL)."""
+    for kind, name in ((OutdialRow, OUTDIALS), (TargetRow, TARGETS)):
+        of_kind = [r for r in rows if type(r) is kind]
+        insert_rows(cursor, dialect, table(dialect, name, suffix), kind._fields, of_kind)
+
+
+def overwrite_rows(cursor: Any, dialect: Dialect, rows: Iterable[Any], suffix: str = LIVE) -> None:
+    """Insert or overwrite rows of either kind (`write_rows`, the rows sorted by kind)."""
+    rows = list(rows)
+    write_rows(
+        cursor,
+        dialect,
+        (r for r in rows if isinstance(r, OutdialRow)),
+        (r for r in rows if isinstance(r, TargetRow)),
+        suffix,
+    )
+
+
 class ReadModelWriter:
     """What the command side's unit of work writes the read model with: the rows of
     the resources a transaction changed, and the read model's new position."""
@@ -146,13 +166,6 @@ class ReadModelWriter:
         """`created`: rows of resources created in this transaction, inserted (no
         row of theirs can exist: a row comes from its resource's events, and the
         store refused a second creation); `changed`: rows written over."""
-        for kind, name in ((OutdialRow, OUTDIALS), (TargetRow, TARGETS)):
-            new = [r for r in created if type(r) is kind]
-            insert_rows(cursor, dialect, table(dialect, name), kind._fields, new)
-        write_rows(
-            cursor,
-            dialect,
-            (r for r in changed if isinstance(r, OutdialRow)),
-            (r for r in changed if isinstance(r, TargetRow)),
-        )
+        insert_new_rows(cursor, dialect, created)
+        overwrite_rows(cursor, dialect, changed)
         write_position(cursor, dialect, READ_MODEL, position)
