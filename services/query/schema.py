@@ -24,7 +24,9 @@ layout, or none, is rebuilt from the events once (`replay.bring_up_to_date`).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -115,9 +117,29 @@ def _index_statements(dialect: Dialect, name: str, suffix: str) -> list[str]:
     return []
 
 
+@contextlib.contextmanager
+def _pages_freed_as_they_are(cursor: Any, dialect: Dialect) -> Iterator[None]:
+    """Within: a table dropped on SQLite frees its pages without writing zeros over
+    them. Debian's SQLite is built with `SECURE_DELETE` on, so dropping a read model
+    of a million targets wrote 1.2 GB of zeros through the log (5.2 of a rebuild's
+    32 s, and the checkpoint after it wrote them again). Its rows are derived:
+    every byte of them is in the events, which stay."""
+    if dialect.kind != "sqlite":
+        yield
+        return
+    cursor.execute("PRAGMA secure_delete")
+    was = int(cursor.fetchone()[0])
+    cursor.execute("PRAGMA secure_delete = FAST")
+    try:
+        yield
+    finally:
+        cursor.execute(f"PRAGMA secure_delete = {was}")
+
+
 def drop(cursor: Any, dialect: Dialect, suffix: str) -> None:
-    for name in _COLUMNS:
-        cursor.execute(f"DROP TABLE IF EXISTS {table(dialect, name, suffix)}")
+    with _pages_freed_as_they_are(cursor, dialect):
+        for name in _COLUMNS:
+            cursor.execute(f"DROP TABLE IF EXISTS {table(dialect, name, suffix)}")
 
 
 def swap_in(cursor: Any, dialect: Dialect, suffix: str) -> None:
@@ -126,7 +148,5 @@ def swap_in(cursor: Any, dialect: Dialect, suffix: str) -> None:
         if table_exists(cursor, dialect, name):
             # RENAME TO takes a bare name: the table stays in its schema.
             cursor.execute(f"ALTER TABLE {table(dialect, name)} RENAME TO {name}_old")
-            cursor.execute(f"ALTER TABLE {table(dialect, name, suffix)} RENAME TO {name}")
-            cursor.execute(f"DROP TABLE {table(dialect, name, '_old')}")
-        else:
-            cursor.execute(f"ALTER TABLE {table(dialect, name, suffix)} RENAME TO {name}")
+        cursor.execute(f"ALTER TABLE {table(dialect, name, suffix)} RENAME TO {name}")
+    drop(cursor, dialect, "_old")
