@@ -244,7 +244,7 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[tuple[_Load, _Run]
 
         def insert(rows: list[Any]) -> None:
             with transaction():
-                insert_new_rows(connection, dialect, rows, suffix)
+                insert_new_rows(connection, dialect, rows, suffix, beside_a_busy_thread=True)
 
         def run(statement: str) -> None:
             with transaction():

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from services.query import schema
 from services.query.schema import NEXT, TARGETS
-from services.store import Dialect
+from services.query.writes import TargetRow
+from services.store import Dialect, insert_rows, insert_text_rows
 
 SQLITE = Dialect("sqlite")
 
@@ -42,3 +43,28 @@ def test_a_swap_frees_the_old_tables_pages_without_zeroing_them(tmp_path: Path) 
     assert db.execute(f"SELECT COUNT(*) FROM {TARGETS}").fetchone()[0] == 0  # the new set
     assert db.execute("PRAGMA secure_delete").fetchone()[0] == 1  # the connection's own again
     db.close()
+
+
+def test_rows_inserted_as_json_are_the_rows_inserted_one_by_one() -> None:
+    """A rebuild loads its rows through one JSON array (`insert_text_rows`); the
+    commands insert theirs by `executemany`: both must store the same values, of
+    the same types."""
+    db = sqlite3.connect(":memory:")
+    schema.create(db.cursor(), SQLITE)
+    schema.create(db.cursor(), SQLITE, NEXT)
+    # No NUL: the read model's texts never hold one (its filters and bodies hold JSON).
+    texts = ['"quoted" \\ back', "ünïcödé 🙂", "\x01\x1f\u2028", "", "[1, 2]", "null", " 7 "]
+    rows = [
+        TargetRow(f"id{i}", text, "c", "t", i % 2, "idle", text, 2**40 + i, 0, 1, 2, 3, -4, text)
+        for i, text in enumerate(texts)
+    ]
+    columns = TargetRow._fields
+    insert_rows(db, SQLITE, schema.table(SQLITE, TARGETS), columns, rows)
+    insert_text_rows(db, SQLITE, schema.table(SQLITE, TARGETS, NEXT), columns, rows)
+
+    def stored(name: str) -> list[tuple[object, ...]]:
+        typed = ", ".join(f"{c}, typeof({c})" for c in columns)
+        return db.execute(f"SELECT {typed} FROM {name} ORDER BY id").fetchall()
+
+    assert stored(TARGETS + NEXT) == stored(TARGETS)
+    assert [r[0::2] for r in stored(TARGETS)] == sorted(rows)

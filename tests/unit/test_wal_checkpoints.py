@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from services.command.application import OutdialApplication
-from services.store import SQLiteInlineRecorder, write_transaction
+from services.store import SQLiteInlineRecorder, sqlite_companion, write_transaction
 from services.wal_checkpoints import WalCheckpointer
 
 
@@ -29,9 +29,9 @@ def checkpointer(app: OutdialApplication) -> WalCheckpointer:
     return app.recorder.checkpointer
 
 
-def wait_for(condition: object, seconds: float = 10) -> None:
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "not within 10 s"
         time.sleep(0.02)
 
@@ -63,7 +63,7 @@ def test_no_checkpoint_runs_while_a_write_transaction_is_open(app: OutdialApplic
 def test_a_stream_of_big_commits_keeps_the_log_small(app: OutdialApplication) -> None:
     """40 MB written in 1 MB commits: the log is moved into the file as it goes and
     starts afresh, rather than growing by every commit (or waiting for a pause)."""
-    wal = Path(app.store.path.with_name(app.store.path.name + "-wal"))
+    wal = sqlite_companion(app.store.path, "wal")
     for _ in range(40):
         with write_transaction(app.recorder) as c:
             c.executemany("INSERT INTO blobs VALUES (?)", [(os.urandom(4000),)] * 256)
