@@ -6,6 +6,9 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from services import store
 from services.query import schema
 from services.query.schema import NEXT, TARGETS
 from services.query.writes import TargetRow
@@ -45,7 +48,9 @@ def test_a_swap_frees_the_old_tables_pages_without_zeroing_them(tmp_path: Path) 
     db.close()
 
 
-def test_rows_inserted_as_json_are_the_rows_inserted_one_by_one() -> None:
+def test_rows_inserted_as_json_are_the_rows_inserted_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A rebuild loads its rows through one JSON array (`insert_text_rows`); the
     commands insert theirs by `executemany`: both must store the same values, of
     the same types."""
@@ -59,6 +64,7 @@ def test_rows_inserted_as_json_are_the_rows_inserted_one_by_one() -> None:
         for i, text in enumerate(texts)
     ]
     columns = TargetRow._fields
+    monkeypatch.setattr(store, "JSON_ROWS", 3)  # three arrays of the seven rows
     insert_rows(db, SQLITE, schema.table(SQLITE, TARGETS), columns, rows)
     insert_text_rows(db, SQLITE, schema.table(SQLITE, TARGETS, NEXT), columns, rows)
 
