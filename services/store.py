@@ -730,8 +730,9 @@ def insert_text_rows(
     filters and bodies hold JSON) into table `name`, for a thread that works beside
     another busy one. (SQLite's JSON functions end a text at a NUL.)
 
-    On SQLite as one JSON array, which SQLite takes apart itself (`json_each`): one
-    call into SQLite, during which Python's other threads run. `executemany` binds
+    On SQLite as JSON arrays of `JSON_ROWS` rows, which SQLite takes apart itself
+    (`json_each`): one call into SQLite an array, during which Python's other
+    threads run. `executemany` binds
     each row from Python and lets go of the GIL and takes it back around each row:
     beside a busy thread that is a thread switch a row. SQLite spends more on the
     JSON (11 µs a row against 2.6 by `executemany`, alone), so the commands'
