@@ -163,7 +163,8 @@ def _write_batches(
 ) -> None:
     """Load rows into the empty `suffix` tables, in large transactions on a
     connection of the load's own: on SQLite, plain INSERTs (each resource comes
-    once) with `synchronous=NORMAL` (WAL stays consistent; the swap's own commit
+    once) of JSON arrays (`store.insert_text_rows`: the load runs beside the fold)
+    with `synchronous=NORMAL` (WAL stays consistent; the swap's own commit
     makes all of it durable); on PostgreSQL, COPY. With `indexes`, then make the
     tables' secondary indexes (made without them: one sort each, not an entry put
     in place per row), each in a transaction of its own."""
