@@ -731,15 +731,14 @@ def insert_text_rows(
     another busy one. (SQLite's JSON functions end a text at a NUL.)
 
     On SQLite as JSON arrays of `JSON_ROWS` rows, which SQLite takes apart itself
-    (`json_each`): one call into SQLite an array, during which Python's other
-    threads run. `executemany` binds
-    each row from Python and lets go of the GIL and takes it back around each row:
-    beside a busy thread that is a thread switch a row. SQLite spends more on the
-    JSON (11 µs a row against 2.6 by `executemany`, alone), so the commands'
-    transactions keep `insert_rows`. A rebuild of a fresh store of a million
-    targets, whose load runs beside its fold, took 27.7-28.0 s with `executemany`
-    and 24.5-25.2 this way, its fold 17 s and 14 (two alternating runs each, on
-    2026-11-28). On PostgreSQL, COPY as `insert_rows`.
+    (`json_each`): one call into SQLite an array, during which Python's other threads
+    run. `executemany` binds each row from Python and lets go of the GIL and takes it
+    back around each row: beside a busy thread that is a thread switch a row. SQLite
+    spends more on the JSON (11 µs a row against 2.6 by `executemany`, alone), so the
+    commands' transactions keep `insert_rows`. A rebuild of a fresh store of a million
+    targets, whose load runs beside its fold, took 27.7-28.0 s with `executemany` and
+    24.5-25.2 this way, its fold 17 s and 14 (two alternating runs each, on 2026-11-28).
+    On PostgreSQL, COPY as `insert_rows`.
     """
     if not rows:
         return
