@@ -42,6 +42,8 @@ from services.gateway.http import (
     make_api,
 )
 from services.query import replay as replaying
+from services.query.answer_cache import AnswerCache
+from services.query.commit_stamp import CommitStamp
 from services.query.positions import PositionBoard, follow_by_polling, listen
 from services.query.queries import Queries
 from services.query.writes import ReadModelWriter
@@ -322,6 +324,10 @@ def http_api(
             body_timeout=body_timeout,
             head=rt.head,
         )
+        if rt.store.kind == "sqlite":
+            # PostgreSQL has no stamp of its commits to read without asking it.
+            stamp = state["stamp"] = CommitStamp(rt.store.path)
+            services.cache = AnswerCache(stamp.now)
 
         async def store_reachable() -> str | None:
             try:
@@ -365,6 +371,9 @@ def http_api(
         services = state.get("services")
         if isinstance(services, Services):
             services.executor.shutdown(wait=False)
+        stamp = state.get("stamp")
+        if isinstance(stamp, CommitStamp):
+            stamp.close()
 
     return Component("query", start, stop)
 

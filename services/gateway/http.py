@@ -47,6 +47,7 @@ from services.gateway.operations import (
     integer,
     paging,
 )
+from services.query.answer_cache import AnswerCache
 from services.query.async_reads import ReadThreads
 from services.query.positions import PositionBoard
 from services.query.queries import Cursor, Queries
@@ -110,6 +111,8 @@ class Services:
     body_timeout: float = BODY_TIMEOUT_SECONDS
     head: Callable[[], int] | None = None  # the store's last position, for the progress page
     readiness: list[Callable[[], Awaitable[str | None]]] = field(default_factory=list)
+    # The reads' answers kept while nothing is committed (SQLite only: see `answer_cache`).
+    cache: AnswerCache | None = None
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="outdial-read")
     )
@@ -381,12 +384,17 @@ _FRAME_OPTIONS = istr("X-Frame-Options")
 _POSITION = istr("X-Outdial-Position")
 
 
+def already_reached(raw: str | None, positions: PositionBoard) -> bool:
+    """No `X-Outdial-Min-Position` (`raw`), or one already reached: the common case."""
+    if raw is None:
+        return True
+    return raw.isascii() and raw.isdigit() and len(raw) < 19 and int(raw) <= positions.position
+
+
 async def reached_min_position(request: web.BaseRequest, positions: PositionBoard) -> None:
     raw = request.headers.get(MIN_POSITION)
-    if raw is None:
+    if raw is None or already_reached(raw, positions):
         return
-    if raw.isascii() and raw.isdigit() and len(raw) < 19 and int(raw) <= positions.position:
-        return  # reached, the common case
     try:
         wanted = integer(raw)
     except ValueError:
@@ -469,14 +477,25 @@ def answer(op: Operation, result: Resource | Listing, positions: PositionBoard) 
 def route_handler(op: Operation, services: Services) -> Handler:
     """The handler of an operation: its request checked in the order ids, parameters,
     paging, body (all refused at once), then, for a read, the wait for
-    `X-Outdial-Min-Position`; then the operation."""
+    `X-Outdial-Min-Position`; then the operation.
+
+    A read's answer is kept (`Services.cache`) under its customer and its request's
+    path and query, which are all it depends on besides the read model; a request
+    that an answer was kept for was found valid then, and is again."""
 
     params_of, paged, body_of, write = op.params, op.paged, bool(op.body_fields), op.write
     backend, positions, timeout = services.backend, services.positions, services.body_timeout
+    cache = None if write else services.cache
 
     async def handle(
         request: web.BaseRequest, values: dict[str, str], customer: str
     ) -> web.Response:
+        stamp = None
+        if cache is not None and already_reached(request.headers.get(MIN_POSITION), positions):
+            kept_as = (op.name, customer, request.raw_path)
+            kept, stamp = cache.lookup(kept_as)
+            if kept is not None:
+                return json_response(kept)
         ids = {PATH_IDS[name]: path_id(name, value) for name, value in values.items()}
         params = query_params(request, params_of) if params_of else {}
         page: tuple[Cursor | None, int] = (None, MAX_PAGE_SIZE)
@@ -488,7 +507,11 @@ def route_handler(op: Operation, services: Services) -> Handler:
             await reached_min_position(request, positions)
         key = request.headers.get("Idempotency-Key") if write else None
         call = Call(customer, ids, params, page, body, key)
-        return answer(op, await op.handler(call, backend), positions)
+        response = answer(op, await op.handler(call, backend), positions)
+        if stamp is not None:
+            assert cache is not None and isinstance(response.body, bytes)
+            cache.keep(kept_as, stamp, response.body)
+        return response
 
     handle.__name__ = handle.__qualname__ = op.name
     return handle

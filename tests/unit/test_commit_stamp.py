@@ -1,0 +1,133 @@
+"""The SQLite store's commit stamp (services/query/commit_stamp.py) and the HTTP API's
+answers kept under it (services/query/answer_cache.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.query.answer_cache import MAX_ANSWER_BYTES, AnswerCache
+from services.query.commit_stamp import CommitStamp
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "store.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, body TEXT)")
+    db.execute("INSERT INTO rows VALUES (1, 'first')")
+    yield path
+    db.close()
+
+
+def test_every_commit_changes_the_stamp_and_nothing_else_does(store: Path) -> None:
+    stamp = CommitStamp(store)
+    other = sqlite3.connect(store, isolation_level=None)
+    try:
+        seen = stamp.now()
+        assert seen is not None and len(seen) == 48
+        other.execute("SELECT * FROM rows").fetchall()
+        other.execute("PRAGMA wal_checkpoint(PASSIVE)")  # moves pages, changes no row
+        assert stamp.now() == seen
+        stamps = {seen}
+        for n in range(20):
+            other.execute("UPDATE rows SET body = ? WHERE id = 1", (f"body {n}",))
+            now = stamp.now()
+            assert now not in stamps  # never one seen before
+            stamps.add(now)
+        # The log started afresh by a checkpoint and the next commit: changed too.
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        other.execute("UPDATE rows SET body = 'after the restart' WHERE id = 1")
+        assert stamp.now() not in stamps
+    finally:
+        other.close()
+        stamp.close()
+
+
+def test_another_process_commit_changes_it(store: Path) -> None:
+    stamp = CommitStamp(store)
+    try:
+        before = stamp.now()
+        write = (
+            f"import sqlite3; db = sqlite3.connect({str(store)!r}); "
+            "db.execute(\"UPDATE rows SET body = 'x'\"); db.commit()"
+        )
+        subprocess.run([sys.executable, "-c", write], check=True, timeout=30)
+        assert stamp.now() != before
+    finally:
+        stamp.close()
+
+
+def test_a_store_not_in_wal_mode_has_no_stamp(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY)")
+    db.close()
+    stamp = CommitStamp(path)
+    try:
+        assert stamp.now() is None
+    finally:
+        stamp.close()
+
+
+class Stamps:
+    """A stamp the test sets."""
+
+    def __init__(self) -> None:
+        self.value: bytes | None = b"1"
+
+    def __call__(self) -> bytes | None:
+        return self.value
+
+
+def test_an_answer_is_kept_until_the_stamp_changes() -> None:
+    stamps = Stamps()
+    cache = AnswerCache(stamps)
+    kept, stamp = cache.lookup("a")
+    assert kept is None and stamp == b"1"
+    cache.keep("a", stamp, b"answer")
+    assert cache.lookup("a") == (b"answer", b"1")
+    stamps.value = b"2"
+    assert cache.lookup("a") == (None, b"2")
+    assert len(cache) == 0
+
+
+def test_an_answer_read_across_a_commit_is_not_kept() -> None:
+    stamps = Stamps()
+    cache = AnswerCache(stamps)
+    _, stamp = cache.lookup("a")
+    stamps.value = b"2"
+    cache.lookup("b")  # another request saw the commit while "a" was being read
+    cache.keep("a", stamp, b"maybe older than the commit")
+    assert cache.lookup("a") == (None, b"2")
+
+
+def test_no_stamp_keeps_nothing() -> None:
+    stamps = Stamps()
+    stamps.value = None
+    cache = AnswerCache(stamps)
+    kept, stamp = cache.lookup("a")
+    cache.keep("a", stamp, b"answer")
+    assert (kept, stamp, len(cache)) == (None, None, 0)
+
+
+def test_the_oldest_answers_go_first_and_large_ones_are_not_kept() -> None:
+    cache = AnswerCache(Stamps(), max_bytes=10)
+    for key in "abc":
+        _, stamp = cache.lookup(key)
+        cache.keep(key, stamp, b"4444")
+    assert [cache.lookup(key)[0] for key in "abc"] == [None, b"4444", b"4444"]
+    _, stamp = cache.lookup("b")
+    cache.keep("b", stamp, b"333")  # replaced: its old bytes no longer count
+    cache.keep("d", stamp, b"333")
+    assert [cache.lookup(key)[0] for key in "bcd"] == [b"333", b"4444", b"333"]
+    cache = AnswerCache(Stamps())
+    _, stamp = cache.lookup("big")
+    cache.keep("big", stamp, b"x" * (MAX_ANSWER_BYTES + 1))
+    assert len(cache) == 0
