@@ -200,6 +200,10 @@ async def test_answers_kept_by_the_api_never_hide_another_process_write(
                     data="",
                     destination_0=TEL,
                 )
+            # Kept by query too: a page of one is not a page of two.
+            for size in (1, 2, 1, 2):
+                listed = await read(f"/{outdial}/targets?page_size={size}")
+                assert len(listed["result"]) == size
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
