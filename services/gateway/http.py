@@ -508,8 +508,7 @@ def route_handler(op: Operation, services: Services) -> Handler:
         key = request.headers.get("Idempotency-Key") if write else None
         call = Call(customer, ids, params, page, body, key)
         response = answer(op, await op.handler(call, backend), positions)
-        if stamp is not None:
-            assert cache is not None and isinstance(response.body, bytes)
+        if cache is not None and stamp is not None and isinstance(response.body, bytes):
             cache.keep(kept_as, stamp, response.body)
         return response
 
