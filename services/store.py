@@ -21,6 +21,7 @@ this way).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -579,8 +580,9 @@ def sqlite_write(
             raise
 
 
-def sqlite_companion(path: Path, kind: Literal["wal", "shm"]) -> Path:
-    """The log (`wal`) or shared-memory index (`shm`) SQLite keeps beside a store file."""
+def sqlite_companion(path: Path, kind: Literal["wal", "shm", "lock"]) -> Path:
+    """The log (`wal`) or shared-memory index (`shm`) SQLite keeps beside a store file,
+    or the file processes starting on it take turns with (`lock`, `schema_lock`)."""
     return path.with_name(f"{path.name}-{kind}")
 
 
@@ -614,11 +616,16 @@ _DDL_LOCK = 0x0DD1A1
 @contextlib.contextmanager
 def schema_lock(store: Store) -> Iterator[None]:
     """Serialise creating and upgrading tables among processes starting at once on
-    one PostgreSQL database: concurrent `CREATE ... IF NOT EXISTS` can still fail
-    there with a unique violation, and one rebuild of an old read model is enough.
-    SQLite serialises writers by itself."""
-    if store.kind != "postgres":
-        yield
+    one store: one rebuild of an old or missing read model is enough, and two at
+    once would drop each other's tables (seen on SQLite: an `outdial command` and an
+    `outdial query` started together on a new file, one failed with "no such table:
+    main.rm_outdials_next"); on PostgreSQL, concurrent `CREATE ... IF NOT EXISTS`
+    can also fail with a unique violation. PostgreSQL: an advisory lock. SQLite:
+    `flock` of a file of its own beside the store (SQLite's own locks are on the
+    store's file, and closing any descriptor of that file would drop them)."""
+    if store.kind == "sqlite":
+        with _file_lock(sqlite_companion(store.path, "lock")):
+            yield
         return
     with connect_postgres(store) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK,))
@@ -626,6 +633,24 @@ def schema_lock(store: Store) -> Iterator[None]:
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_DDL_LOCK,))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive `flock` of `path` (made private if missing) until the block ends;
+    none where the file cannot be made (a read-only folder, whose store no process
+    can upgrade: the store's own checks say so)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def postgres_conninfo(store: Store) -> str:

@@ -10,8 +10,10 @@ reads right after an answered write missed it. Here: 1,000 of each, none may.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +127,10 @@ async def test_claims_and_reads_see_every_answered_write(store_url: str, tmp_pat
         assert await read_after_write(stack.base, ROUNDS) == []
 
 
-@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
-async def test_so_do_they_across_processes(store_url: str, tmp_path: Path) -> None:
-    """Two `outdial command` processes and an `outdial query` on one PostgreSQL store."""
+@contextlib.asynccontextmanager
+async def processes_on(store_url: str, tmp_path: Path, *names: str) -> AsyncIterator[int]:
+    """`outdial NAME` for each of `names` on one store, each ready; the HTTP port. Each
+    is stopped by SIGTERM after, and must exit 0."""
     await purge_command_queues()
     port = free_port()
     env = {
@@ -135,20 +138,26 @@ async def test_so_do_they_across_processes(store_url: str, tmp_path: Path) -> No
         "OUTDIAL_JWT_SECRET": SECRET,
         "OUTDIAL_HTTP_PORT": str(port),
     }
-    processes = [start(["command"], tmp_path, **env) for _ in range(2)]
-    processes.append(start(["query"], tmp_path, **env))
+    processes = [start([name], tmp_path, **env) for name in names]
     try:
         for process in processes:
             await wait_for_log(process, "ready", timeout=60)
-        async with OutdialClient(AMQP_URL) as bus:
-            assert await claim_rounds(bus, ROUNDS) == []
-        assert await read_after_write(f"http://127.0.0.1:{port}", ROUNDS) == []
+        yield port
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.communicate(timeout=30)
-    assert [p.returncode for p in processes] == [0, 0, 0]
+    assert [p.returncode for p in processes] == [0] * len(processes)
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+async def test_so_do_they_across_processes(store_url: str, tmp_path: Path) -> None:
+    """Two `outdial command` processes and an `outdial query` on one PostgreSQL store."""
+    async with processes_on(store_url, tmp_path, "command", "command", "query") as port:
+        async with OutdialClient(AMQP_URL) as bus:
+            assert await claim_rounds(bus, ROUNDS) == []
+        assert await read_after_write(f"http://127.0.0.1:{port}", ROUNDS) == []
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
@@ -158,55 +167,42 @@ async def test_answers_kept_by_the_api_never_hide_another_process_write(
     """On SQLite the API keeps its answers while the store's commit stamp is unchanged:
     an `outdial query` polling the same two reads must see every write the bus
     answered from an `outdial command` of its own, right after its reply."""
-    await purge_command_queues()
-    port = free_port()
-    env = {
-        "OUTDIAL_DATABASE_URL": store_url,
-        "OUTDIAL_JWT_SECRET": SECRET,
-        "OUTDIAL_HTTP_PORT": str(port),
-    }
-    processes = [start(["command"], tmp_path, **env), start(["query"], tmp_path, **env)]
     customer = uuid.uuid4()
     auth = {"Authorization": f"Bearer {tokens.mint(customer, SECRET)}"}
-    base = f"http://127.0.0.1:{port}/v1.0/outdials"
-    try:
-        for process in processes:
-            await wait_for_log(process, "ready", timeout=60)
-        async with OutdialClient(AMQP_URL) as bus, aiohttp.ClientSession() as http:
+    async with (
+        processes_on(store_url, tmp_path, "command", "query") as port,
+        OutdialClient(AMQP_URL) as bus,
+        aiohttp.ClientSession() as http,
+    ):
+        base = f"http://127.0.0.1:{port}/v1.0/outdials"
 
-            async def send(**fields: Any) -> dict[str, Any]:
-                reply = await bus.send({"customer_id": str(customer), **fields}, timeout=30)
-                assert reply["status_code"] == 200, reply
-                return reply["data"]
+        async def send(**fields: Any) -> dict[str, Any]:
+            reply = await bus.send({"customer_id": str(customer), **fields}, timeout=30)
+            assert reply["status_code"] == 200, reply
+            return reply["data"]
 
-            async def read(path: str) -> Any:
-                async with http.get(base + path, headers=auth) as r:
-                    assert r.status == 200, await r.text()
-                    return await r.json()
+        async def read(path: str) -> Any:
+            async with http.get(base + path, headers=auth) as r:
+                assert r.status == 200, await r.text()
+                return await r.json()
 
-            outdial = (await send(type="CreateOutdial", name="0", detail="", data=""))["id"]
-            for n in range(1, 101):
-                # Each read twice: the second is answered from what the first kept.
-                for _ in range(2):
-                    assert (await read(f"/{outdial}"))["name"] == str(n - 1)
-                    listed = await read(f"/{outdial}/targets?page_size=200")
-                    assert len(listed["result"]) == n - 1
-                await send(type="UpdateOutdial", outdial_id=outdial, name=str(n), detail="")
-                await send(
-                    type="AddTarget",
-                    outdial_id=outdial,
-                    name="",
-                    detail="",
-                    data="",
-                    destination_0=TEL,
-                )
-            # Kept by query too: a page of one is not a page of two.
-            for size in (1, 2, 1, 2):
-                listed = await read(f"/{outdial}/targets?page_size={size}")
-                assert len(listed["result"]) == size
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            process.communicate(timeout=30)
-    assert [p.returncode for p in processes] == [0, 0]
+        outdial = (await send(type="CreateOutdial", name="0", detail="", data=""))["id"]
+        for n in range(1, 101):
+            # Each read twice: the second is answered from what the first kept.
+            for _ in range(2):
+                assert (await read(f"/{outdial}"))["name"] == str(n - 1)
+                listed = await read(f"/{outdial}/targets?page_size=200")
+                assert len(listed["result"]) == n - 1
+            await send(type="UpdateOutdial", outdial_id=outdial, name=str(n), detail="")
+            await send(
+                type="AddTarget",
+                outdial_id=outdial,
+                name="",
+                detail="",
+                data="",
+                destination_0=TEL,
+            )
+        # Kept by query too: a page of one is not a page of two.
+        for size in (1, 2, 1, 2):
+            listed = await read(f"/{outdial}/targets?page_size={size}")
+            assert len(listed["result"]) == size

@@ -4,12 +4,16 @@ docs/reliability.md)."""
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from services.store import parse_store_url, prepare_store
+from services.store import parse_store_url, prepare_store, schema_lock
 from shared.config import Settings
+
+ROOT = Path(__file__).parents[2]
 
 
 def mode(path: Path) -> int:
@@ -52,3 +56,25 @@ def test_a_jwt_secret_file_open_to_others_is_made_private(
     # Already private: nothing to say.
     assert Settings(var_dir=tmp_path, jwt_secret=None).secret == "s" * 48
     assert "open to other users" not in caplog.text
+
+
+def test_processes_starting_on_one_sqlite_store_take_turns(tmp_path: Path) -> None:
+    """`schema_lock` on SQLite: a process that wants it while another holds it waits."""
+    url = f"sqlite:///{tmp_path}/new/outdial.sqlite3"
+    take = (
+        "import sys; from services.store import parse_store_url, schema_lock\n"
+        f"with schema_lock(parse_store_url({url!r})):\n"
+        "    print('in', flush=True)\n"
+    )
+    with schema_lock(parse_store_url(url)):
+        other = subprocess.Popen(
+            [sys.executable, "-c", take], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        try:
+            other.communicate(timeout=1)
+            raise AssertionError("the other process took the lock while it was held")
+        except subprocess.TimeoutExpired:
+            pass
+    out, _ = other.communicate(timeout=30)
+    assert (out, other.returncode) == ("in\n", 0)
+    assert mode(tmp_path / "new" / "outdial.sqlite3-lock") == 0o600
