@@ -50,6 +50,23 @@ def test_every_commit_changes_the_stamp_and_nothing_else_does(store: Path) -> No
         stamp.close()
 
 
+def test_a_store_reached_by_a_symbolic_link_has_its_real_stamp(store: Path) -> None:
+    link = store.parent / "elsewhere" / "link.sqlite3"
+    link.parent.mkdir()
+    link.symlink_to(store)
+    (link.parent / "link.sqlite3-shm").write_bytes(bytes(32768))  # never SQLite's
+    stamp = CommitStamp(link)
+    try:
+        before = stamp.now()
+        assert before is not None
+        db = sqlite3.connect(link, isolation_level=None)
+        db.execute("UPDATE rows SET body = 'through the link'")
+        db.close()
+        assert stamp.now() != before
+    finally:
+        stamp.close()
+
+
 def test_another_process_commit_changes_it(store: Path) -> None:
     stamp = CommitStamp(store)
     try:
