@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.query.answer_cache import MAX_ANSWER_BYTES, AnswerCache
+from services.query.answer_cache import ENTRY_BYTES, MAX_ANSWER_BYTES, AnswerCache
 from services.query.commit_stamp import CommitStamp
 
 
@@ -106,45 +106,63 @@ class Stamps:
 def test_an_answer_is_kept_until_the_stamp_changes() -> None:
     stamps = Stamps()
     cache = AnswerCache(stamps)
-    kept, stamp = cache.lookup("a")
+    kept, stamp = cache.lookup(("a",))
     assert kept is None and stamp == b"1"
-    cache.keep("a", stamp, b"answer")
-    assert cache.lookup("a") == (b"answer", b"1")
+    cache.keep(("a",), stamp, b"answer")
+    assert cache.lookup(("a",)) == (b"answer", b"1")
     stamps.value = b"2"
-    assert cache.lookup("a") == (None, b"2")
+    assert cache.lookup(("a",)) == (None, b"2")
     assert len(cache) == 0
 
 
 def test_an_answer_read_across_a_commit_is_not_kept() -> None:
     stamps = Stamps()
     cache = AnswerCache(stamps)
-    _, stamp = cache.lookup("a")
+    _, stamp = cache.lookup(("a",))
     stamps.value = b"2"
-    cache.lookup("b")  # another request saw the commit while "a" was being read
-    cache.keep("a", stamp, b"maybe older than the commit")
-    assert cache.lookup("a") == (None, b"2")
+    cache.lookup(("b",))  # another request saw the commit while "a" was being read
+    cache.keep(("a",), stamp, b"maybe older than the commit")
+    assert cache.lookup(("a",)) == (None, b"2")
 
 
 def test_no_stamp_keeps_nothing() -> None:
     stamps = Stamps()
     stamps.value = None
     cache = AnswerCache(stamps)
-    kept, stamp = cache.lookup("a")
-    cache.keep("a", stamp, b"answer")
+    kept, stamp = cache.lookup(("a",))
+    cache.keep(("a",), stamp, b"answer")
     assert (kept, stamp, len(cache)) == (None, None, 0)
 
 
+def kept(cache: AnswerCache, *keys: str) -> list[bytes | None]:
+    return [cache.lookup((key,))[0] for key in keys]
+
+
 def test_the_oldest_answers_go_first_and_large_ones_are_not_kept() -> None:
-    cache = AnswerCache(Stamps(), max_bytes=10)
+    four = ENTRY_BYTES + 1 + 4  # an entry of a one-letter key and four bytes
+    cache = AnswerCache(Stamps(), max_bytes=2 * four + 10)
     for key in "abc":
-        _, stamp = cache.lookup(key)
-        cache.keep(key, stamp, b"4444")
-    assert [cache.lookup(key)[0] for key in "abc"] == [None, b"4444", b"4444"]
-    _, stamp = cache.lookup("b")
-    cache.keep("b", stamp, b"333")  # replaced: its old bytes no longer count
-    cache.keep("d", stamp, b"333")
-    assert [cache.lookup(key)[0] for key in "bcd"] == [b"333", b"4444", b"333"]
+        _, stamp = cache.lookup((key,))
+        cache.keep((key,), stamp, b"4444")
+    assert kept(cache, "a", "b", "c") == [None, b"4444", b"4444"]
+    _, stamp = cache.lookup(("b",))
+    cache.keep(("b",), stamp, b"333")  # replaced: its old bytes no longer count
+    assert kept(cache, "b", "c") == [b"333", b"4444"]
     cache = AnswerCache(Stamps())
-    _, stamp = cache.lookup("big")
-    cache.keep("big", stamp, b"x" * (MAX_ANSWER_BYTES + 1))
+    _, stamp = cache.lookup(("big",))
+    cache.keep(("big",), stamp, b"x" * (MAX_ANSWER_BYTES + 1))
     assert len(cache) == 0
+
+
+def test_keys_count_with_their_answers() -> None:
+    """A client can make every request's query its own: 8 KB of key beside a small
+    answer takes room too."""
+    cache = AnswerCache(Stamps(), max_bytes=4 * (ENTRY_BYTES + 2))
+    for key in "abc":
+        _, stamp = cache.lookup((key,))
+        cache.keep((key,), stamp, b"1")
+    long_key = ("/v1.0/outdials/x?junk=" + "j" * 8000,)
+    _, stamp = cache.lookup(long_key)
+    cache.keep(long_key, stamp, b"1")
+    assert kept(cache, "a", "b", "c") == [None, None, None]
+    assert cache.lookup(long_key)[0] == b"1"
