@@ -20,7 +20,7 @@ from collections.abc import Callable
 __all__ = ["ENTRY_BYTES", "MAX_ANSWER_BYTES", "MAX_BYTES", "AnswerCache", "Key"]
 
 # The answers kept, in all, and the largest kept: a target page of 100 targets is
-# about 30 KB.
+# 30 to 60 KB.
 MAX_BYTES = 32 * 1024 * 1024
 MAX_ANSWER_BYTES = 256 * 1024
 # What an entry costs besides its answer and its key's texts (Python's objects and
