@@ -55,7 +55,7 @@ class CommitStamp:
             mode = self._connection.execute("PRAGMA journal_mode").fetchone()[0]
             self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
             # Beside the file the path leads to: SQLite names it after the real path.
-            shm = sqlite_companion(Path(path).resolve(), "shm")
+            shm = sqlite_companion(path.resolve(), "shm")
             if mode == "wal" and shm.exists() and shm.stat().st_size >= 2 * HEADER_BYTES:
                 fd = os.open(shm, os.O_RDONLY)
                 try:
