@@ -48,6 +48,7 @@ from services.query.positions import PositionBoard, follow_by_polling, listen
 from services.query.queries import Queries
 from services.query.writes import ReadModelWriter
 from services.store import (
+    Busy,
     SQLiteInlineRecorder,
     Store,
     StoreURLError,
@@ -412,9 +413,9 @@ def replay(settings: Settings, *, check: bool) -> int:
     app = rt.app  # made ready (an old store upgraded) and its errors said in one line
     try:
         if not check:
-            replaying.rebuild(app)
+            replaying.rebuild(app, wait=False)
             return 0
-        comparison = replaying.check(app)
+        comparison = replaying.check(app, wait=False)
         for difference in comparison.differences:
             print(difference)
         verdict = "equal" if comparison.equal else "DIFFERENT"
@@ -422,6 +423,12 @@ def replay(settings: Settings, *, check: bool) -> int:
             f"replay --check: {comparison.rows} rows at position {comparison.position}: {verdict}"
         )
         return 0 if comparison.equal else 1
+    except Busy:
+        raise SettingError(
+            "OUTDIAL_DATABASE_URL",
+            "another outdial replay (or replay --check) is running on this store; "
+            "run this one once it has finished",
+        ) from None
     finally:
         app.close()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -580,9 +581,10 @@ def sqlite_write(
             raise
 
 
-def sqlite_companion(path: Path, kind: Literal["wal", "shm", "lock"]) -> Path:
+def sqlite_companion(path: Path, kind: Literal["wal", "shm", "lock", "replay-lock"]) -> Path:
     """The log (`wal`) or shared-memory index (`shm`) SQLite keeps beside a store file,
-    or the file processes starting on it take turns with (`lock`, `schema_lock`)."""
+    or the file processes starting on it take turns with (`lock`, `schema_lock`), or
+    the one a replay holds (`replay-lock`, `replay_lock`)."""
     return path.with_name(f"{path.name}-{kind}")
 
 
@@ -613,6 +615,10 @@ def prepare_store(store: Store) -> None:
 _DDL_LOCK = 0x0DD1A1
 
 
+class Busy(Exception):
+    """A lock that was not to be waited for is held by another process."""
+
+
 @contextlib.contextmanager
 def schema_lock(store: Store) -> Iterator[None]:
     """Serialise creating and upgrading tables among processes starting at once on
@@ -623,20 +629,51 @@ def schema_lock(store: Store) -> Iterator[None]:
     can also fail with a unique violation. PostgreSQL: an advisory lock. SQLite:
     `flock` of a file of its own beside the store (SQLite's own locks are on the
     store's file, and closing any descriptor of that file would drop them)."""
-    if store.kind == "sqlite":
-        with _file_lock(sqlite_companion(store.path, "lock")):
-            yield
-        return
-    with connect_postgres(store) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK,))
-        try:
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_DDL_LOCK,))
+    with _store_lock(store, "lock", _DDL_LOCK, wait=True):
+        yield
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def replay_lock(store: Store, *, wait: bool) -> Iterator[None]:
+    """Held by a rebuild of the read model, or a `--check`, from start to end: each
+    fills scratch tables of one name (`_next`, `_check`) and drops what it finds
+    there first, so two at once would drop or fill each other's, and a rebuild
+    could swap in a half-filled one. Not `schema_lock`, which a process starting
+    meanwhile would then wait for through the whole rebuild. Without `wait`,
+    raises Busy at once when another process holds it."""
+    # An advisory lock's key is the database's: this one is the store's schema's, so
+    # replays of two stores in one database do not wait for each other.
+    digest = hashlib.blake2b(f"outdial replay {store.schema}".encode(), digest_size=8)
+    with _store_lock(
+        store, "replay-lock", int.from_bytes(digest.digest(), "big", signed=True), wait=wait
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _store_lock(
+    store: Store, companion: Literal["lock", "replay-lock"], key: int, *, wait: bool
+) -> Iterator[None]:
+    """An exclusive lock among the processes on `store`: on SQLite a `flock` of the
+    file `companion` beside it, on PostgreSQL the advisory lock `key` (both let go
+    when the process dies)."""
+    if store.kind == "sqlite":
+        with _file_lock(sqlite_companion(store.path, companion), wait=wait):
+            yield
+        return
+    with connect_postgres(store) as conn:
+        if wait:
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        elif not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            raise Busy
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, *, wait: bool = True) -> Iterator[None]:
     """An exclusive `flock` of `path` (made private if missing) until the block ends;
     none where the file cannot be made (a read-only folder, whose store no process
     can upgrade: the store's own checks say so)."""
@@ -647,7 +684,10 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy from None
         yield
     finally:
         os.close(fd)  # and with it the lock

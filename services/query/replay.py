@@ -55,6 +55,7 @@ from services.store import (
     postgres_conninfo,
     read_position,
     read_transaction,
+    replay_lock,
     write_position,
     write_transaction,
 )
@@ -334,8 +335,16 @@ def _count_events(app: OutdialApplication, stop: int) -> int:
         return int(c.fetchone()[0])
 
 
-def rebuild(app: OutdialApplication, *, out: TextIO = sys.stderr, quiet: bool = False) -> int:
-    """Rebuild the read model and swap it in; return its position."""
+def rebuild(
+    app: OutdialApplication, *, out: TextIO = sys.stderr, quiet: bool = False, wait: bool = True
+) -> int:
+    """Rebuild the read model and swap it in; return its position. `wait`: for a
+    rebuild or check another process is making (`replay_lock`), else raise Busy."""
+    with replay_lock(app.store, wait=wait):
+        return _rebuild(app, out, quiet)
+
+
+def _rebuild(app: OutdialApplication, out: TextIO, quiet: bool) -> int:
     dialect = app.store.dialect
     started = time.monotonic()
     with write_transaction(app.recorder) as c:
@@ -371,8 +380,16 @@ class Comparison:
         return not self.differences
 
 
-def check(app: OutdialApplication, *, out: TextIO = sys.stderr, limit: int = 50) -> Comparison:
-    """Rebuild into scratch tables and compare them with the live read model."""
+def check(
+    app: OutdialApplication, *, out: TextIO = sys.stderr, limit: int = 50, wait: bool = True
+) -> Comparison:
+    """Rebuild into scratch tables and compare them with the live read model (`wait`:
+    as `rebuild`'s)."""
+    with replay_lock(app.store, wait=wait):
+        return _check(app, out, limit)
+
+
+def _check(app: OutdialApplication, out: TextIO, limit: int) -> Comparison:
     dialect = app.store.dialect
     live = Queries(app.store)
     fresh = Queries(app.store, CHECK)

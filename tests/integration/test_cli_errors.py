@@ -5,16 +5,19 @@ Each case runs the real `outdial` console script, as a user would."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from services.bootstrap import Runtime
+from services.store import Busy, connect_postgres, parse_store_url, replay_lock
 from shared.config import Settings
 from tests.conftest import postgres_url
 from tests.fixtures import AMQP_URL, SECRET
@@ -182,6 +185,46 @@ def test_a_store_that_cannot_be_written(tmp_path: Path) -> None:
     # Once writable again, the same store is whole.
     checked = outdial(tmp_path, "replay", "--check")
     assert checked.returncode == 0 and "equal" in checked.stdout, checked
+
+
+def test_a_replay_while_another_runs_says_so_and_leaves_it_alone(
+    tmp_path: Path, store_url: str
+) -> None:
+    """Two replays at once would drop or fill each other's scratch tables, and a
+    rebuild could swap in a half-filled read model: while one holds the store's
+    replay lock (here this test, as a replay in another process holds it), a
+    second `outdial replay`, or `--check`, says so in one line and exits 1,
+    touching nothing. The lock is the store's: another store's replay runs."""
+    store = parse_store_url(store_url)
+    Runtime(Settings(database_url=store_url, jwt_secret=SECRET)).app.close()
+    with replay_lock(store, wait=False):
+        for args in (["replay"], ["replay", "--check"]):
+            line = one_line(outdial(tmp_path, *args, OUTDIAL_DATABASE_URL=store_url))
+            assert line == (
+                "outdial: OUTDIAL_DATABASE_URL: another outdial replay (or replay --check) "
+                "is running on this store; run this one once it has finished"
+            ), line
+        with pytest.raises(Busy), replay_lock(store, wait=False):
+            pass
+        with _another_store(store_url) as other_url:
+            other = outdial(tmp_path, "replay", OUTDIAL_DATABASE_URL=other_url)
+        assert other.returncode == 0 and "; it is live" in other.stderr, other.stderr
+    done = outdial(tmp_path, "replay", OUTDIAL_DATABASE_URL=store_url)
+    assert done.returncode == 0 and "; it is live" in done.stderr, done.stderr
+
+
+@contextlib.contextmanager
+def _another_store(store_url: str) -> Iterator[str]:
+    """A store beside `store_url`'s: a file beside it, or a schema in its database."""
+    if store_url.startswith("sqlite"):
+        yield store_url.replace("outdial.sqlite3", "other.sqlite3")
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{postgres_url()}?schema={schema}"
+    finally:
+        with connect_postgres(parse_store_url(postgres_url())) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_a_traceback_with_debug_logging(tmp_path: Path) -> None:
