@@ -36,7 +36,6 @@ from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
-import orjson
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -774,7 +773,7 @@ def insert_rows(
     """
     if not rows:
         return
-    statement = _insert_statement(dialect.kind, name, columns)
+    statement = insert_statement(dialect.kind, name, columns)
     if dialect.kind == "postgres":
         with cursor.copy(statement) as copy:
             for row in rows:
@@ -783,49 +782,8 @@ def insert_rows(
     cursor.executemany(statement, rows)
 
 
-# Rows of one JSON array: a few MB of text at a time, not a whole batch's (a
-# rebuild's batches of 20,000 rows in one array made its peak 160 MB higher).
-JSON_ROWS = 2_000
-
-
-def insert_text_rows(
-    cursor: Any, dialect: Dialect, name: str, columns: tuple[str, ...], rows: Sequence[Any]
-) -> None:
-    """Insert new rows of integers and texts without NUL only (the read model's: its
-    filters and bodies hold JSON) into table `name`, for a thread that works beside
-    another busy one. (SQLite's JSON functions end a text at a NUL.)
-
-    On SQLite as JSON arrays of `JSON_ROWS` rows, which SQLite takes apart itself
-    (`json_each`): one call into SQLite an array, during which Python's other threads
-    run. `executemany` binds each row from Python and lets go of the GIL and takes it
-    back around each row: beside a busy thread that is a thread switch a row. SQLite
-    spends more on the JSON (11 µs a row against 2.6 by `executemany`, alone), so the
-    commands' transactions keep `insert_rows`. A rebuild of a fresh store of a million
-    targets, whose load runs beside its fold, took 27.7-28.0 s with `executemany` and
-    24.5-25.2 this way, its fold 17 s and 14 (two alternating runs each, on 2026-11-28).
-    On PostgreSQL, COPY as `insert_rows`.
-    """
-    if not rows:
-        return
-    if dialect.kind == "postgres":
-        insert_rows(cursor, dialect, name, columns, rows)
-        return
-    statement = _json_insert_statement(name, columns)
-    for start in range(0, len(rows), JSON_ROWS):
-        # `default`: orjson writes a tuple, not a NamedTuple, unless told how. Bound
-        # as text: SQLite 3.45 and later read a blob as their binary JSONB.
-        array = orjson.dumps(rows[start : start + JSON_ROWS], default=tuple).decode()
-        cursor.execute(statement, (array,))
-
-
-@functools.cache
-def _json_insert_statement(name: str, columns: tuple[str, ...]) -> str:
-    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(columns)))
-    return f"INSERT INTO {name} ({', '.join(columns)}) SELECT {values} FROM json_each(?)"
-
-
 @functools.cache  # a few statements in all; made once, not on every commit
-def _insert_statement(kind: str, name: str, columns: tuple[str, ...]) -> str:
+def insert_statement(kind: str, name: str, columns: tuple[str, ...]) -> str:
     if kind == "postgres":
         return f"COPY {name} ({', '.join(columns)}) FROM STDIN"
     return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"

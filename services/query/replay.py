@@ -42,9 +42,11 @@ from services.query import event_rows, schema
 from services.query.event_rows import StoredRow
 from services.query.queries import DumpedRow, Queries
 from services.query.schema import CHECK, NEXT, READ_MODEL
+from services.query.sqlite_loader import Loader
 from services.query.writes import (
     OutdialRow,
     TargetRow,
+    by_table,
     insert_new_rows,
     outdial_row,
     overwrite_rows,
@@ -52,6 +54,7 @@ from services.query.writes import (
 )
 from services.store import (
     head,
+    insert_statement,
     postgres_conninfo,
     read_position,
     read_transaction,
@@ -164,11 +167,9 @@ def _write_batches(
 ) -> None:
     """Load rows into the empty `suffix` tables, in large transactions on a
     connection of the load's own: on SQLite, plain INSERTs (each resource comes
-    once) of JSON arrays (`store.insert_text_rows`: the load runs beside the fold)
-    with `synchronous=NORMAL` (WAL stays consistent; the swap's own commit
-    makes all of it durable); on PostgreSQL, COPY. With `indexes`, then make the
-    tables' secondary indexes (made without them: one sort each, not an entry put
-    in place per row), each in a transaction of its own."""
+    once) in a process of their own (`sqlite_loader`); on PostgreSQL, COPY. With
+    `indexes`, then make the tables' secondary indexes (made without them: one sort
+    each, not an entry put in place per row), each in a transaction of its own."""
     with _loader(app, suffix) as (load, run):
         with _beside(load) as put:
             batch: list[Any] = []
@@ -227,35 +228,24 @@ def _loader(app: OutdialApplication, suffix: str) -> Iterator[tuple[_Load, _Run]
     store = app.store
     dialect = store.dialect
     if store.kind == "sqlite":
-        connection = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA synchronous = NORMAL")
-        connection.execute("PRAGMA busy_timeout = 30000")
-        # Pages the index sorts keep in memory: SQLite's default (2 MB) spills a
-        # million rows' index keys to temporary files.
-        connection.execute(f"PRAGMA cache_size = -{SORT_MEMORY // 1024}")
+        # A process of its own (`sqlite_loader`): beside the fold, a thread of this
+        # one would wait for the GIL at every row it inserts.
+        with Loader(store.path, SORT_MEMORY) as child:
 
-        @contextlib.contextmanager
-        def transaction() -> Iterator[None]:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+            def insert(rows: list[Any]) -> None:
+                child.run(
+                    [
+                        # Plain tuples: the child knows no row classes.
+                        (insert_statement("sqlite", name, columns), [tuple(r) for r in of_kind])
+                        for name, columns, of_kind in by_table(dialect, rows, suffix)
+                        if of_kind
+                    ]
+                )
 
-        def insert(rows: list[Any]) -> None:
-            with transaction():
-                insert_new_rows(connection, dialect, rows, suffix, beside_a_busy_thread=True)
+            def run(statement: str) -> None:
+                child.run([(statement, None)])
 
-        def run(statement: str) -> None:
-            with transaction():
-                connection.execute(statement)
-
-        try:
             yield insert, run
-        finally:
-            connection.close()
         return
     import psycopg
 

@@ -16,7 +16,7 @@ import orjson
 
 from services.command.domain import Outdial, OutdialTarget
 from services.query.schema import LIVE, OUTDIALS, READ_MODEL, TARGETS, filter_text, table
-from services.store import Dialect, insert_rows, insert_text_rows, write_position
+from services.store import Dialect, insert_rows, write_position
 from shared import shapes
 
 
@@ -126,22 +126,21 @@ def write_rows(
         cursor.executemany(_upsert(dialect, TARGETS, TargetRow._fields, suffix), targets)
 
 
-def insert_new_rows(
-    cursor: Any,
-    dialect: Dialect,
-    rows: Sequence[Any],
-    suffix: str = LIVE,
-    *,
-    beside_a_busy_thread: bool = False,
-) -> None:
+def insert_new_rows(cursor: Any, dialect: Dialect, rows: Sequence[Any], suffix: str = LIVE) -> None:
     """Insert rows of either kind where none of theirs can be: a created resource's, a
-    rebuild's into its empty tables (`store.insert_rows`: COPY on PostgreSQL).
-    `beside_a_busy_thread`: by `store.insert_text_rows`, which lets another thread
-    hold the GIL meanwhile (a rebuild's load, beside its fold)."""
-    insert = insert_text_rows if beside_a_busy_thread else insert_rows
-    for kind, name in ((OutdialRow, OUTDIALS), (TargetRow, TARGETS)):
-        of_kind = [r for r in rows if type(r) is kind]
-        insert(cursor, dialect, table(dialect, name, suffix), kind._fields, of_kind)
+    rebuild's into its empty tables (`store.insert_rows`: COPY on PostgreSQL)."""
+    for name, columns, of_kind in by_table(dialect, rows, suffix):
+        insert_rows(cursor, dialect, name, columns, of_kind)
+
+
+def by_table(
+    dialect: Dialect, rows: Sequence[Any], suffix: str = LIVE
+) -> list[tuple[str, tuple[str, ...], list[Any]]]:
+    """Rows of either kind as (table, its columns, the rows of its kind)."""
+    return [
+        (table(dialect, name, suffix), kind._fields, [r for r in rows if type(r) is kind])
+        for kind, name in ((OutdialRow, OUTDIALS), (TargetRow, TARGETS))
+    ]
 
 
 def overwrite_rows(cursor: Any, dialect: Dialect, rows: Iterable[Any], suffix: str = LIVE) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import aio_pika
 import orjson
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Notification, ProgrammingError
 
 from services.command.application import OutdialApplication
 from services.command.domain import OutdialTarget
@@ -326,11 +326,14 @@ class Positions:
 
     def rebuilt_rows(self) -> int | None:
         """Target rows a rebuild has written aside so far (None: no rebuild's tables)."""
-        with self._read() as c:
-            if not table_exists(c, self.dialect, TARGETS + NEXT):
-                return None
-            c.execute(f"SELECT COUNT(*) FROM {table(self.dialect, TARGETS, NEXT)}")
-            return int(c.fetchone()[0])
+        try:
+            with self._read() as c:
+                if not table_exists(c, self.dialect, TARGETS + NEXT):
+                    return None
+                c.execute(f"SELECT COUNT(*) FROM {table(self.dialect, TARGETS, NEXT)}")
+                return int(c.fetchone()[0])
+        except ProgrammingError:  # swapped in between the two (PostgreSQL: no snapshot of DDL)
+            return None
 
     def target_rows(self) -> int:
         with self._read() as c:

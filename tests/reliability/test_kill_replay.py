@@ -56,7 +56,8 @@ async def kill_mid_rebuild(children: Fleet, at: Positions) -> int:
 async def test_a_replay_killed_mid_rebuild_leaves_the_live_model_serving_and_whole(
     tmp_path: Path, store_url: str, scale: int
 ) -> None:
-    head = await asyncio.to_thread(backlog, store_url, 3 * scale)
+    # Two of the rebuild's batches (20,000 rows each): a kill lands between them.
+    head = await asyncio.to_thread(backlog, store_url, 25 * scale)
     at = Positions(store_url)
     async with fleet(tmp_path, store_url) as children, ReplyRecorder() as recorder:
         await children.start("command")
