@@ -18,6 +18,13 @@ The header is read from a map of the file's first page, made while a connection 
 this object's own holds the file open: SQLite truncates the `-shm` file only when
 it opens it with no other connection in any process, and a read of a map of a
 truncated file kills the process (SIGBUS).
+
+The map's descriptors stay open while the file is there (`_maps`): closing any
+descriptor of a file drops every POSIX lock the process holds on it, and SQLite
+holds the `-shm` file's for as long as a connection has it open. Without them,
+another process opening the store would take itself for the only one and truncate
+the file under this one's maps, and a checkpointer elsewhere could restart the log
+under this process's readers.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import mmap
 import os
 import sqlite3
 import struct
+import threading
 from pathlib import Path
 
 from services.store import sqlite_companion
@@ -57,11 +65,7 @@ class CommitStamp:
             # Beside the file the path leads to: SQLite names it after the real path.
             shm = sqlite_companion(path.resolve(), "shm")
             if mode == "wal" and shm.exists() and shm.stat().st_size >= 2 * HEADER_BYTES:
-                fd = os.open(shm, os.O_RDONLY)
-                try:
-                    self._map = mmap.mmap(fd, 2 * HEADER_BYTES, prot=mmap.PROT_READ)
-                finally:
-                    os.close(fd)  # the map keeps its own reference to the file
+                self._map = _maps.of(shm)
         except BaseException:
             self.close()
             raise
@@ -78,9 +82,38 @@ class CommitStamp:
         return header
 
     def close(self) -> None:
-        """The map first: the connection keeps the file from being truncated under it."""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        """The map is let go of first (kept open in `_maps`): the connection keeps the
+        file from being truncated under it."""
+        self._map = None
         with contextlib.suppress(sqlite3.Error):
             self._connection.close()
+
+
+class _Maps:
+    """A read-only map of the first bytes of each `-shm` file, one per file for the
+    process, with its descriptors open until SQLite has deleted the file (no
+    connection of any process has it open then, so none of its locks is held)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
+
+    def of(self, shm: Path) -> mmap.mmap:
+        with self._lock:
+            self._close_deleted()
+            status = shm.stat()
+            key = (status.st_dev, status.st_ino)
+            if key not in self._open:
+                fd = os.open(shm, os.O_RDONLY)
+                self._open[key] = (fd, mmap.mmap(fd, 2 * HEADER_BYTES, prot=mmap.PROT_READ))
+            return self._open[key][1]
+
+    def _close_deleted(self) -> None:
+        for key, (fd, header) in list(self._open.items()):
+            if os.fstat(fd).st_nlink == 0:
+                header.close()
+                os.close(fd)
+                del self._open[key]
+
+
+_maps = _Maps()

@@ -3,6 +3,7 @@ answers kept under it (services/query/answer_cache.py)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -79,6 +80,43 @@ def test_another_process_commit_changes_it(store: Path) -> None:
         assert stamp.now() != before
     finally:
         stamp.close()
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads Linux's /proc/locks")
+def test_the_stamp_leaves_sqlite_its_locks_on_the_index(store: Path) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on
+    it, SQLite's included. SQLite holds the `-shm` file's "DMS" lock as long as a
+    connection has it open: without it, another process opening the store takes
+    itself for the only one and truncates the file under this one's maps (SIGBUS),
+    and a checkpointer elsewhere may restart the log under this process's readers.
+    Making a stamp, and closing one, must leave those locks as they were."""
+    shm = Path(f"{store}-shm")
+    reader = sqlite3.connect(store, isolation_level=None)
+    try:
+        reader.execute("SELECT * FROM rows").fetchall()
+        held = _locks_held_on(shm)
+        assert held, "SQLite holds no lock on the -shm file: nothing to check"
+        for _ in range(2):
+            stamp = CommitStamp(store)
+            assert _locks_held_on(shm) == held
+            stamp.close()
+            assert _locks_held_on(shm) == held
+    finally:
+        reader.close()
+
+
+def _locks_held_on(path: Path) -> set[tuple[str, str, str]]:
+    """This process's POSIX locks on `path`: (kind, first byte, last byte)."""
+    inode = path.stat().st_ino
+    held = set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields:  # a lock waited for, not held
+            continue
+        kind, pid, device_inode, start, end = fields[3:8]
+        if int(pid) == os.getpid() and int(device_inode.rsplit(":", 1)[1]) == inode:
+            held.add((kind, start, end))
+    return held
 
 
 def test_a_store_not_in_wal_mode_has_no_stamp(tmp_path: Path) -> None:
