@@ -633,38 +633,48 @@ def schema_lock(store: Store) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def replay_lock(store: Store, *, wait: bool) -> Iterator[None]:
+def replay_lock(
+    store: Store, *, wait: bool, waiting: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Held by a rebuild of the read model, or a `--check`, from start to end: each
     fills scratch tables of one name (`_next`, `_check`) and drops what it finds
     there first, so two at once would drop or fill each other's, and a rebuild
     could swap in a half-filled one. Not `schema_lock`, which a process starting
     meanwhile would then wait for through the whole rebuild. Without `wait`,
-    raises Busy at once when another process holds it."""
+    raises Busy at once when another process holds it; with it, calls `waiting`
+    first (to say so)."""
     # An advisory lock's key is the database's: this one is the store's schema's, so
     # replays of two stores in one database do not wait for each other.
     digest = hashlib.blake2b(f"outdial replay {store.schema}".encode(), digest_size=8)
-    with _store_lock(
-        store, "replay-lock", int.from_bytes(digest.digest(), "big", signed=True), wait=wait
-    ):
+    key = int.from_bytes(digest.digest(), "big", signed=True)
+    with _store_lock(store, "replay-lock", key, wait=wait, waiting=waiting):
         yield
 
 
 @contextlib.contextmanager
 def _store_lock(
-    store: Store, companion: Literal["lock", "replay-lock"], key: int, *, wait: bool
+    store: Store,
+    companion: Literal["lock", "replay-lock"],
+    key: int,
+    *,
+    wait: bool,
+    waiting: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """An exclusive lock among the processes on `store`: on SQLite a `flock` of the
     file `companion` beside it, on PostgreSQL the advisory lock `key` (both let go
-    when the process dies)."""
+    when the process dies). Held by another: Busy without `wait`, else `waiting()`
+    and then wait for it."""
     if store.kind == "sqlite":
-        with _file_lock(sqlite_companion(store.path, companion), wait=wait):
+        with _file_lock(sqlite_companion(store.path, companion), wait=wait, waiting=waiting):
             yield
         return
     with connect_postgres(store) as conn:
-        if wait:
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            if not wait:
+                raise Busy
+            if waiting is not None:
+                waiting()
             conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-        elif not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-            raise Busy
         try:
             yield
         finally:
@@ -672,7 +682,9 @@ def _store_lock(
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path, *, wait: bool = True) -> Iterator[None]:
+def _file_lock(
+    path: Path, *, wait: bool = True, waiting: Callable[[], None] | None = None
+) -> Iterator[None]:
     """An exclusive `flock` of `path` (made private if missing) until the block ends;
     none where the file cannot be made (a read-only folder, whose store no process
     can upgrade: the store's own checks say so)."""
@@ -684,9 +696,13 @@ def _file_lock(path: Path, *, wait: bool = True) -> Iterator[None]:
         return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise Busy from None
+            if not wait:
+                raise Busy from None
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # and with it the lock

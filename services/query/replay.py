@@ -330,8 +330,17 @@ def rebuild(
 ) -> int:
     """Rebuild the read model and swap it in; return its position. `wait`: for a
     rebuild or check another process is making (`replay_lock`), else raise Busy."""
-    with replay_lock(app.store, wait=wait):
+    with replay_lock(app.store, wait=wait, waiting=lambda: _say_waiting(out)):
         return _rebuild(app, out, quiet)
+
+
+def _say_waiting(out: TextIO) -> None:
+    print(
+        "outdial: another outdial replay (or replay --check) is running on this store; "
+        "waiting for it to finish",
+        file=out,
+        flush=True,
+    )
 
 
 def _rebuild(app: OutdialApplication, out: TextIO, quiet: bool) -> int:
@@ -375,7 +384,7 @@ def check(
 ) -> Comparison:
     """Rebuild into scratch tables and compare them with the live read model (`wait`:
     as `rebuild`'s)."""
-    with replay_lock(app.store, wait=wait):
+    with replay_lock(app.store, wait=wait, waiting=lambda: _say_waiting(out)):
         return _check(app, out, limit)
 
 

@@ -6,10 +6,13 @@ Each case runs the real `outdial` console script, as a user would."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import socket
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from services.bootstrap import Runtime
+from services.query import replay
 from services.store import Busy, connect_postgres, parse_store_url, replay_lock
 from shared.config import Settings
 from tests.conftest import postgres_url
@@ -211,6 +215,29 @@ def test_a_replay_while_another_runs_says_so_and_leaves_it_alone(
         assert other.returncode == 0 and "; it is live" in other.stderr, other.stderr
     done = outdial(tmp_path, "replay", OUTDIAL_DATABASE_URL=store_url)
     assert done.returncode == 0 and "; it is live" in done.stderr, done.stderr
+
+
+def test_a_rebuild_that_may_wait_for_another_says_so_and_waits(store_url: str) -> None:
+    """A rebuild at start (or the keeper's) waits for a replay in another process,
+    after saying so: it is not refused, and does not look hung."""
+    store = parse_store_url(store_url)
+    app = Runtime(Settings(database_url=store_url, jwt_secret=SECRET)).app
+    out = io.StringIO()
+    rebuilding = threading.Thread(target=lambda: replay.rebuild(app, out=out))
+    try:
+        with replay_lock(store, wait=False):
+            rebuilding.start()
+            deadline = time.monotonic() + 30
+            while "waiting for it to finish" not in out.getvalue():
+                assert time.monotonic() < deadline, out.getvalue()
+                time.sleep(0.01)
+            rebuilding.join(0.5)
+            assert rebuilding.is_alive() and "it is live" not in out.getvalue()
+        rebuilding.join(30)
+        assert not rebuilding.is_alive() and "; it is live" in out.getvalue(), out.getvalue()
+    finally:
+        rebuilding.join(30)  # before its store is closed under it
+        app.close()
 
 
 @contextlib.contextmanager
