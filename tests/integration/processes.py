@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -51,14 +52,18 @@ async def wait_for_log(process: subprocess.Popen[str], msg: str, timeout: float 
     assert process.stderr is not None
     stderr = process.stderr
 
+    def drain() -> None:
+        # Until the child ends, or the test closes the pipe (the child stopped).
+        with contextlib.suppress(ValueError):
+            logged(process).extend(stderr)
+
     def read() -> None:
         lines = []
         for line in stderr:
             if f'"msg":"{msg}"' in line:
                 # Keep draining, or a busy child blocks on a full pipe; keep the
                 # latest lines for tests that look for what the child said.
-                later = logged(process).extend
-                threading.Thread(target=later, args=(stderr,), daemon=True).start()
+                threading.Thread(target=drain, daemon=True).start()
                 return
             lines.append(line)
         raise AssertionError(f"the process ended before logging {msg!r}:\n{''.join(lines)}")
