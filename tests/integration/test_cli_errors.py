@@ -236,7 +236,8 @@ def test_a_rebuild_that_may_wait_for_another_says_so_and_waits(store_url: str) -
         rebuilding.join(30)
         assert not rebuilding.is_alive() and "; it is live" in out.getvalue(), out.getvalue()
     finally:
-        rebuilding.join(30)  # before its store is closed under it
+        if rebuilding.is_alive():
+            rebuilding.join(30)  # before its store is closed under it
         app.close()
 
 
