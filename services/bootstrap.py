@@ -425,9 +425,7 @@ def replay(settings: Settings, *, check: bool) -> int:
         return 0 if comparison.equal else 1
     except Busy:
         raise SettingError(
-            "OUTDIAL_DATABASE_URL",
-            "another outdial replay (or replay --check) is running on this store; "
-            "run this one once it has finished",
+            "OUTDIAL_DATABASE_URL", f"{replaying.ANOTHER_REPLAY}; run this one once it has finished"
         ) from None
     finally:
         app.close()

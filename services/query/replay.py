@@ -330,17 +330,23 @@ def rebuild(
 ) -> int:
     """Rebuild the read model and swap it in; return its position. `wait`: for a
     rebuild or check another process is making (`replay_lock`), else raise Busy."""
-    with replay_lock(app.store, wait=wait, waiting=lambda: _say_waiting(out)):
+    with _one_at_a_time(app, out, wait):
         return _rebuild(app, out, quiet)
 
 
-def _say_waiting(out: TextIO) -> None:
-    print(
-        "outdial: another outdial replay (or replay --check) is running on this store; "
-        "waiting for it to finish",
-        file=out,
-        flush=True,
-    )
+# What a second replay (or a rebuild at start) is told while one runs.
+ANOTHER_REPLAY = "another outdial replay (or replay --check) is running on this store"
+
+
+def _one_at_a_time(
+    app: OutdialApplication, out: TextIO, wait: bool
+) -> contextlib.AbstractContextManager[None]:
+    """`replay_lock`, saying on `out` that it waits, when it does."""
+
+    def waiting() -> None:
+        print(f"outdial: {ANOTHER_REPLAY}; waiting for it to finish", file=out, flush=True)
+
+    return replay_lock(app.store, wait=wait, waiting=waiting)
 
 
 def _rebuild(app: OutdialApplication, out: TextIO, quiet: bool) -> int:
@@ -384,7 +390,7 @@ def check(
 ) -> Comparison:
     """Rebuild into scratch tables and compare them with the live read model (`wait`:
     as `rebuild`'s)."""
-    with replay_lock(app.store, wait=wait, waiting=lambda: _say_waiting(out)):
+    with _one_at_a_time(app, out, wait):
         return _check(app, out, limit)
 
 
