@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             f"| {f.name} | {f.value:,.2f} {f.unit} | {f.baseline:,.2f} {f.unit} | "
             f"{f.ratio:.2f} | {f.target} | {'yes' if f.meets else 'NO'} |"
         )
+    for f in results:
+        if f.note:
+            print(f"- {f.name}: {f.note}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(

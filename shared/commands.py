@@ -80,6 +80,10 @@ class TargetFields(_Model):
             self.destination_4,
         )
 
+    def destination_dicts(self) -> list[dict[str, str] | None]:
+        """The destinations as the domain keeps them: plain dicts, None where absent."""
+        return [None if d is None else d.model_dump() for d in self.destinations]
+
 
 class CreateOutdial(_Command):
     type: Literal["CreateOutdial"]

@@ -177,7 +177,7 @@ def _new_target(cmd: AddTarget | AddTargets, fields: TargetFields) -> OutdialTar
         name=fields.name,
         detail=fields.detail,
         data=fields.data,
-        destinations=[None if d is None else d.model_dump() for d in fields.destinations],
+        destinations=fields.destination_dicts(),
     )
 
 
