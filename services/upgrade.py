@@ -92,7 +92,7 @@ def move_old_receipts(app: OutdialApplication) -> int:
             reply = orjson.dumps(event.data if ok else event.error).decode()
             body: str | None = reply
             created = None
-            if ok and event.command_type == "AddTargets" and len(reply) > receipts.MAX_KEPT_REPLY:
+            if ok and event.command_type == "AddTargets":  # as `handlers._receipt` keeps it
                 created, body = [t["id"] for t in event.data["result"]], None
             rows.append(
                 receipts.Receipt(

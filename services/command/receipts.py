@@ -27,11 +27,6 @@ from services.store import Dialect
 
 RECEIPTS = "outdial_receipts"
 
-# A reply of more than this many bytes is not kept whole: the receipt keeps the
-# ids of the resources it shows, and a re-sent command renders them again as they
-# were created (only an AddTargets of many targets answers that much).
-MAX_KEPT_REPLY = 1024 * 1024
-
 
 def create_table(cursor: Any, dialect: Dialect) -> None:
     cursor.execute(
