@@ -83,9 +83,15 @@ def addtargets_handler(store: str, make_body: BodyMaker, batches: int, secret: s
     """µs a target of parsing and handling an AddTargets of 1,000 (the median of
     `batches`, after two to warm up), on a fresh store of kind `store`."""
     customer = str(uuid.uuid4())
-    new_outdial = {"type": "CreateOutdial", "customer_id": customer, "name": "", "detail": ""}
+    new_outdial = {
+        "type": "CreateOutdial",
+        "customer_id": customer,
+        "name": "",
+        "detail": "",
+        "data": "",
+    }
     with _runtime(store, secret) as rt:
-        outdial = _handled(rt, orjson.dumps({**new_outdial, "data": ""}))
+        outdial = _handled(rt, orjson.dumps(new_outdial))
         body = make_body(customer, str(outdial["id"]))
         timings: list[float] = []
         for batch in range(batches + 2):

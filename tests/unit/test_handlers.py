@@ -452,14 +452,14 @@ def test_an_add_targets_keeps_only_its_ids_and_answers_a_resend_equally(
     c = Customer(app)
     outdial_id = c.outdial()
     targets = [{"name": f"t{i}", "detail": "", "data": "d", "destination_0": TEL} for i in range(3)]
-    first = c.send("AddTargets", message_id="big", outdial_id=outdial_id, targets=targets)
+    first = c.send("AddTargets", message_id="batch", outdial_id=outdial_id, targets=targets)
     assert first.status_code == 200 and first.data is not None
     with read_transaction(app.app.recorder) as cursor:
         cursor.execute(f"SELECT body, created_ids FROM {RECEIPTS}")
         kept = {row[0]: row[1] for row in cursor.fetchall()}
     ids = [t["id"] for t in first.data["result"]]
-    big = [created for body, created in kept.items() if body is None]
-    assert len(big) == 1 and orjson.loads(big[0]) == ids
+    ids_only = [created for body, created in kept.items() if body is None]
+    assert len(ids_only) == 1 and orjson.loads(ids_only[0]) == ids
     # Changed since: the re-send still answers the targets as the command made them.
     assert c.send("DeleteTarget", outdial_id=outdial_id, target_id=ids[0]).status_code == 200
-    assert c.send("AddTargets", message_id="big", outdial_id=outdial_id, targets=targets) == first
+    assert c.send("AddTargets", message_id="batch", outdial_id=outdial_id, targets=targets) == first
