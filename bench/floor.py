@@ -33,7 +33,7 @@ from bench.harness import fresh_store
 from services.bootstrap import Runtime
 from services.command import outbox
 from services.command.domain import OutdialTarget
-from services.command.handlers import Incoming, handle
+from services.command.handlers import Incoming, handle, new_target_args
 from services.command.receipts import command_digest
 from services.query.writes import ReadModelWriter, insert_new_rows
 from services.store import Dialect
@@ -125,12 +125,7 @@ def addtargets_floor(
                     originator_version=1,
                     timestamp=created.create_timestamp(),
                     originator_topic=topic,
-                    customer_id=cmd.customer_id,
-                    outdial_id=cmd.outdial_id,
-                    name=f.name,
-                    detail=f.detail,
-                    data=f.data,
-                    destinations=f.destination_dicts(),
+                    **new_target_args(cmd, f),
                 )
                 for f in cmd.targets
             ]

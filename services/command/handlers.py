@@ -169,16 +169,20 @@ def delete_outdial(cmd: DeleteOutdial, uow: UnitOfWork) -> Outcome:
     return Outcome([outdial])
 
 
+def new_target_args(cmd: AddTarget | AddTargets, fields: TargetFields) -> dict[str, Any]:
+    """What a target of `cmd` is created with (`OutdialTarget.__init__`), its id aside."""
+    return {
+        "customer_id": cmd.customer_id,
+        "outdial_id": cmd.outdial_id,
+        "name": fields.name,
+        "detail": fields.detail,
+        "data": fields.data,
+        "destinations": fields.destination_dicts(),
+    }
+
+
 def _new_target(cmd: AddTarget | AddTargets, fields: TargetFields) -> OutdialTarget:
-    return OutdialTarget(
-        id=fields.id,
-        customer_id=cmd.customer_id,
-        outdial_id=cmd.outdial_id,
-        name=fields.name,
-        detail=fields.detail,
-        data=fields.data,
-        destinations=fields.destination_dicts(),
-    )
+    return OutdialTarget(id=fields.id, **new_target_args(cmd, fields))
 
 
 def _refuse_taken_ids(uow: UnitOfWork, fields: list[TargetFields]) -> None:
